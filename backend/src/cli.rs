@@ -1,0 +1,159 @@
+//! The backend's flags. Each is also read from an environment variable (shown in `--help`), so a
+//! compose file or a container can configure it without a command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use fanout_common::cli::duration;
+use fanout_common::telemetry::LogFormat;
+use fanout_proto::v1::Mode;
+
+use crate::latency::LatencySpec;
+use crate::{Config, MAX_WORKERS};
+
+/// A simulated slow dependency: a gRPC `fanout.v1.Backend` that waits for a latency drawn from a
+/// distribution, fails at a chosen rate, and waits in the way you choose.
+#[derive(Debug, Parser)]
+#[command(name = "backend", version)]
+pub struct Cli {
+    /// Address to listen on (use 0.0.0.0:PORT in a container).
+    #[arg(long, env = "BACKEND_LISTEN", default_value = "127.0.0.1:50061")]
+    pub listen: SocketAddr,
+
+    /// This backend's name: it appears in every reply, and the aggregator calls it by this name.
+    #[arg(long, env = "BACKEND_NAME", default_value = "backend", value_parser = parse_name)]
+    pub name: String,
+
+    /// Latency distribution: `50ms`, `uniform:20ms..80ms`, `lognormal:p50=20ms,p99=200ms`,
+    /// or `tail:10ms,p=0.01,1s` (10 ms, but 1% of calls take 1 s). At most 60s.
+    #[arg(long, env = "BACKEND_LATENCY", default_value = "50ms")]
+    pub latency: LatencySpec,
+
+    /// Fraction of calls (0 to 1) that fail with UNAVAILABLE after waiting their latency.
+    #[arg(long, env = "BACKEND_FAIL_RATE", default_value_t = 0.0, value_parser = parse_fail_rate)]
+    pub fail_rate: f64,
+
+    /// How a call waits out its latency.
+    #[arg(long, env = "BACKEND_MODE", value_enum, default_value_t = ModeArg::Async)]
+    pub mode: ModeArg,
+
+    /// Async runtime worker threads [default: one per CPU core]. With `--mode blocking` this is
+    /// how many calls can wait at once.
+    #[arg(long, env = "BACKEND_WORKERS", value_parser = clap::value_parser!(u16).range(1..=MAX_WORKERS as i64))]
+    pub workers: Option<u16>,
+
+    /// Honour per-request overrides (`delay_ms`, `fail`, `mode`). Lets any caller make this
+    /// backend slow or failing: for tests and demos, not for a deployment you expose.
+    #[arg(long, env = "BACKEND_ALLOW_OVERRIDES")]
+    pub allow_overrides: bool,
+
+    /// Seed for the latency and failure draws, so a run can be repeated exactly (calls drawn in
+    /// arrival order). Without it every run differs.
+    #[arg(long, env = "BACKEND_SEED")]
+    pub seed: Option<u64>,
+
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
+    #[arg(long, env = "BACKEND_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
+    pub grace_period: Duration,
+
+    /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=debug for a line per call).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--mode`: how a call waits out its latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// tokio::time::sleep: waits overlap, a worker serves others meanwhile (asyncio.sleep).
+    Async,
+    /// std::thread::sleep ON the async worker, on purpose: the `time.sleep` inside `async def`
+    /// mistake. Each waiting call holds a whole worker; health checks starve.
+    Blocking,
+    /// std::thread::sleep on tokio's blocking thread pool (spawn_blocking), like FastAPI's
+    /// threadpool for plain `def` endpoints.
+    SpawnBlocking,
+    /// Burn CPU time for the latency, on the blocking pool: CPU-bound work (cores/latency calls/s).
+    Cpu,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Async => Mode::Async,
+            ModeArg::Blocking => Mode::Blocking,
+            ModeArg::SpawnBlocking => Mode::SpawnBlocking,
+            ModeArg::Cpu => Mode::Cpu,
+        }
+    }
+}
+
+impl Cli {
+    /// The service configuration these flags describe.
+    pub fn config(&self) -> Config {
+        Config {
+            name: self.name.clone(),
+            latency: self.latency.clone(),
+            fail_rate: self.fail_rate,
+            mode: self.mode.into(),
+            allow_overrides: self.allow_overrides,
+            seed: self.seed,
+            grace_period: self.grace_period,
+        }
+    }
+}
+
+/// A backend name: what the aggregator's `--backend NAME=URL` and requests refer to.
+pub fn parse_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "`{s}` is not a usable name: use 1 to 64 letters, digits, `-`, `_` or `.`"
+        ))
+    }
+}
+
+fn parse_fail_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!(
+            "`{s}` is not a fraction from 0 to 1, e.g. `0.1` for 10%"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_safe_local_backend() {
+        let cli = Cli::try_parse_from(["backend"]).unwrap();
+        assert_eq!(cli.listen.to_string(), "127.0.0.1:50061");
+        assert!(!cli.allow_overrides);
+        assert_eq!(cli.config().mode, Mode::Async);
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_reason() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["--latency", "uniform:9ms..1ms"], "above the high end"),
+            (&["--fail-rate", "1.5"], "not a fraction from 0 to 1"),
+            (&["--mode", "sleepy"], "invalid value 'sleepy'"),
+            (&["--workers", "0"], "--workers"),
+            (&["--name", "a b"], "not a usable name"),
+            (&["--grace-period", "soon"], "not a duration"),
+        ];
+        for (args, want) in cases {
+            let err = Cli::try_parse_from(std::iter::once("backend").chain(args.iter().copied()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+}

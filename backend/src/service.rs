@@ -1,0 +1,256 @@
+//! The `fanout.v1.Backend` service: decide how long and how to wait, wait, then answer or fail.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fanout_common::Counters;
+use fanout_common::deadline::grpc_timeout;
+use fanout_proto::v1::backend_server::Backend;
+use fanout_proto::v1::{FetchReply, FetchRequest, Mode, ServerStats, StatsRequest};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::{Request, Response, Status};
+
+use crate::Config;
+
+/// The longest `delay_ms` override honoured: a 10-hour delay is a mistake, not a test.
+pub const MAX_DELAY_OVERRIDE_MS: u32 = 60_000;
+
+/// The longest query accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+
+/// The backend service; cheap to share, all state behind `Arc`s.
+#[derive(Debug)]
+pub struct BackendService {
+    config: Config,
+    counters: Arc<Counters>,
+    /// With `--seed`, one seeded generator drawn in arrival order; otherwise per-thread entropy.
+    seeded: Option<Mutex<StdRng>>,
+}
+
+/// What one call will do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Plan {
+    delay: Duration,
+    fail: bool,
+    mode: Mode,
+}
+
+impl BackendService {
+    pub fn new(config: Config, counters: Arc<Counters>) -> Self {
+        let seeded = config.seed.map(|s| Mutex::new(StdRng::seed_from_u64(s)));
+        Self {
+            config,
+            counters,
+            seeded,
+        }
+    }
+
+    /// Draws a latency and whether to fail, from the seeded generator if there is one.
+    fn draw(&self) -> (Duration, bool) {
+        let roll = |rng: &mut dyn rand::RngCore| {
+            let delay = self.config.latency.sample(rng);
+            let fail = self.config.fail_rate > 0.0 && rng.random_bool(self.config.fail_rate);
+            (delay, fail)
+        };
+        match &self.seeded {
+            // A poisoned lock only means another call panicked mid-draw; the generator is fine.
+            Some(rng) => roll(&mut *rng.lock().unwrap_or_else(|p| p.into_inner())),
+            None => roll(&mut rand::rng()),
+        }
+    }
+
+    /// Checks the request and works out what this call will do.
+    fn plan(&self, req: &FetchRequest) -> Result<Plan, Status> {
+        if req.query.len() > MAX_QUERY_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "query is {} bytes; the limit is {MAX_QUERY_BYTES}",
+                req.query.len()
+            )));
+        }
+        let overrides = req.delay_ms.is_some() || req.fail.is_some() || req.mode.is_some();
+        if overrides && !self.config.allow_overrides {
+            return Err(Status::permission_denied(format!(
+                "backend {}: per-request overrides (delay_ms, fail, mode) are disabled; \
+                 start the backend with --allow-overrides to use them",
+                self.config.name
+            )));
+        }
+        if let Some(ms) = req.delay_ms.filter(|&ms| ms > MAX_DELAY_OVERRIDE_MS) {
+            return Err(Status::invalid_argument(format!(
+                "delay_ms {ms} is over the limit of {MAX_DELAY_OVERRIDE_MS}"
+            )));
+        }
+        let mode = match req.mode {
+            None => self.config.mode,
+            Some(m) => match Mode::try_from(m) {
+                Ok(Mode::Unspecified) => self.config.mode,
+                Ok(m) => m,
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "mode {m} is not a known Mode (1 async, 2 blocking, 3 spawn-blocking, 4 cpu)"
+                    )));
+                }
+            },
+        };
+        let (drawn, drawn_fail) = self.draw();
+        Ok(Plan {
+            delay: req
+                .delay_ms
+                .map_or(drawn, |ms| Duration::from_millis(ms.into())),
+            fail: req.fail.unwrap_or(drawn_fail),
+            mode,
+        })
+    }
+}
+
+/// Waits out `delay` in the way `mode` says. This is the part fanout exists to compare.
+async fn wait(mode: Mode, delay: Duration) -> Result<(), Status> {
+    let pooled = match mode {
+        Mode::Async | Mode::Unspecified => {
+            tokio::time::sleep(delay).await;
+            return Ok(());
+        }
+        // On purpose: this blocks the async worker thread that is running this call, so no other
+        // task can run on it meanwhile.
+        Mode::Blocking => {
+            std::thread::sleep(delay);
+            return Ok(());
+        }
+        Mode::SpawnBlocking => tokio::task::spawn_blocking(move || std::thread::sleep(delay)),
+        Mode::Cpu => tokio::task::spawn_blocking(move || burn_cpu(delay)),
+    };
+    // Work handed to the blocking pool runs to completion even if the caller leaves, as a real
+    // blocking call would.
+    pooled
+        .await
+        .map_err(|e| Status::internal(format!("blocking-pool task failed: {e}")))
+}
+
+/// Spends `cpu` of this thread's CPU time (not wall time) computing: with more such calls than
+/// cores, each takes longer, as CPU-bound work does.
+fn burn_cpu(cpu: Duration) {
+    let start_cpu = cpu_time::ThreadTime::try_now().ok();
+    let start_wall = std::time::Instant::now();
+    let spent = || match &start_cpu {
+        Some(t) => t.try_elapsed().unwrap_or_else(|_| start_wall.elapsed()),
+        None => start_wall.elapsed(),
+    };
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    while spent() < cpu {
+        for _ in 0..2_000 {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        }
+    }
+    std::hint::black_box(x);
+}
+
+#[tonic::async_trait]
+impl Backend for BackendService {
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchReply>, Status> {
+        let guard = self.counters.start_call();
+        let caller_timeout = grpc_timeout(&req);
+        let req = req.into_inner();
+        let result = match self.plan(&req) {
+            Ok(plan) => self.serve(req, plan, caller_timeout).await,
+            Err(status) => Err(status),
+        };
+        guard.finish(result.is_ok());
+        result.map(Response::new)
+    }
+
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<ServerStats>, Status> {
+        Ok(Response::new(self.counters.snapshot(&self.config.name)))
+    }
+}
+
+impl BackendService {
+    async fn serve(
+        &self,
+        req: FetchRequest,
+        plan: Plan,
+        caller_timeout: Option<Duration>,
+    ) -> Result<FetchReply, Status> {
+        wait(plan.mode, plan.delay).await?;
+        let name = &self.config.name;
+        if plan.fail {
+            return Err(Status::unavailable(format!(
+                "backend {name}: simulated failure after {}ms (fail-rate {})",
+                plan.delay.as_millis(),
+                self.config.fail_rate
+            )));
+        }
+        Ok(FetchReply {
+            backend: name.clone(),
+            payload: format!("{name} result for {:?}", req.query),
+            query: req.query,
+            delay_ms: plan.delay.as_millis() as u32,
+            mode: plan.mode.into(),
+            grpc_timeout_ms: caller_timeout.map(|d| d.as_millis().min(u32::MAX as u128) as u32),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(allow_overrides: bool) -> BackendService {
+        let config = Config {
+            allow_overrides,
+            seed: Some(1),
+            ..Config::default()
+        };
+        BackendService::new(config, Arc::default())
+    }
+
+    #[test]
+    fn overrides_are_gated_and_bounded() {
+        let ask = |delay_ms| FetchRequest {
+            delay_ms: Some(delay_ms),
+            ..Default::default()
+        };
+        let err = service(false).plan(&ask(10)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert!(err.message().contains("--allow-overrides"));
+
+        let err = service(true).plan(&ask(36_000_000)).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("delay_ms 36000000"));
+
+        let plan = service(true).plan(&ask(10)).unwrap();
+        assert_eq!(plan.delay, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn unknown_modes_are_invalid() {
+        let req = FetchRequest {
+            mode: Some(99),
+            ..Default::default()
+        };
+        let err = service(true).plan(&req).unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(err.message().contains("mode 99"));
+    }
+
+    #[test]
+    fn seeded_draws_repeat() {
+        let config = Config {
+            latency: "uniform:1ms..100ms".parse().unwrap(),
+            fail_rate: 0.5,
+            seed: Some(42),
+            ..Config::default()
+        };
+        let a = BackendService::new(config.clone(), Arc::default());
+        let b = BackendService::new(config, Arc::default());
+        let draws = |s: &BackendService| (0..50).map(|_| s.draw()).collect::<Vec<_>>();
+        assert_eq!(draws(&a), draws(&b));
+    }
+
+    #[test]
+    fn cpu_mode_spends_cpu_time() {
+        let t = cpu_time::ThreadTime::now();
+        burn_cpu(Duration::from_millis(30));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+    }
+}

@@ -1,0 +1,116 @@
+//! Serving a tonic service the way both fanout servers do: health and reflection beside it,
+//! `x-process-time` on every response, the runtime-lag monitor running, and on shutdown:
+//! health goes NOT_SERVING, the listener closes, in-flight calls get a grace period to finish.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+
+use crate::counters::Counters;
+use crate::lag::LagMonitor;
+use crate::process_time::ProcessTimeLayer;
+
+/// Why a server stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot build the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    #[error("cannot start the runtime-lag monitor: {0}")]
+    LagMonitor(std::io::Error),
+    #[error("the gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// How a server is run; everything but the service itself.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// The gRPC service's full name (`fanout.v1.Backend`), reported by health alongside "".
+    pub service_name: &'static str,
+    /// Counters the lag monitor adds its stalls to.
+    pub counters: Arc<Counters>,
+    /// How long in-flight calls may take to finish once shutdown starts.
+    pub grace: Duration,
+}
+
+impl Server {
+    /// Serves `routes` (plus health and reflection) on `listener` until `shutdown` resolves, then
+    /// drains. Returns when the drain is over or the grace period has run out.
+    pub async fn serve(
+        self,
+        routes: Routes,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), ServeError> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_service_status(self.service_name, ServingStatus::Serving)
+            .await;
+
+        // grpcurl 1.8.x speaks only v1alpha reflection; newer tools speak v1. Serve both.
+        // List only what this server serves (the descriptor set holds both fanout services).
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(fanout_proto::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                .with_service_name(self.service_name)
+                .with_service_name("grpc.health.v1.Health")
+                .with_service_name("grpc.reflection.v1.ServerReflection")
+                .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+        };
+        let routes = routes
+            .add_service(health_service)
+            .add_service(reflection().build_v1()?)
+            .add_service(reflection().build_v1alpha()?);
+
+        let _monitor = LagMonitor::start(tokio::runtime::Handle::current(), self.counters)
+            .map_err(ServeError::LagMonitor)?;
+
+        let addr = listener
+            .local_addr()
+            .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tonic::transport::Server::builder()
+            // Ping idle clients so a peer that vanished without a FIN is noticed and its
+            // connection (and any calls on it) released.
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .layer(ProcessTimeLayer)
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            });
+        tokio::pin!(server);
+        tracing::info!(%addr, service = self.service_name, "serving");
+
+        tokio::select! {
+            res = &mut server => return res.map_err(Into::into),
+            () = shutdown => {}
+        }
+
+        // Tell health checkers first, then stop taking calls and let the running ones finish.
+        tracing::info!(grace = ?self.grace, "shutting down: health NOT_SERVING, draining in-flight calls");
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        health
+            .set_service_status(self.service_name, ServingStatus::NotServing)
+            .await;
+        let _ = stop_tx.send(());
+        match tokio::time::timeout(self.grace, server).await {
+            Ok(res) => {
+                tracing::info!("drained; stopped");
+                res.map_err(Into::into)
+            }
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "grace period over with calls still in flight; abandoning them");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Helpers for the end-to-end tests: start real servers on `127.0.0.1:0`, each on a runtime of
+//! its own (so a server's worker count is its own, as in production), and connect real gRPC
+//! clients to them. Servers stop when their handle is dropped.
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use fanout_common::thread::ServerThread;
+use fanout_proto::v1::backend_client::BackendClient;
+use fanout_proto::v1::{FetchRequest, ServerStats, StatsRequest};
+use tonic::transport::Channel;
+
+pub use backend::Config as BackendConfig;
+
+/// A backend config for tests: named, with the given latency spec, a short grace period so
+/// dropping the server never holds a test up, and everything else at its default.
+pub fn backend_config(name: &str, latency: &str) -> BackendConfig {
+    BackendConfig {
+        name: name.into(),
+        latency: latency.parse().expect("test latency spec"),
+        grace_period: Duration::from_secs(1),
+        ..BackendConfig::default()
+    }
+}
+
+/// Starts a backend with `workers` runtime threads on a free loopback port.
+pub fn start_backend(config: BackendConfig, workers: usize) -> ServerThread {
+    backend::spawn(config, workers, "127.0.0.1:0".parse().unwrap()).expect("start backend")
+}
+
+/// A client connected to `server`.
+pub async fn backend_client(server: &ServerThread) -> BackendClient<Channel> {
+    BackendClient::connect(server.url())
+        .await
+        .expect("connect to backend")
+}
+
+/// A `Fetch` request with only the query set.
+pub fn fetch(query: &str) -> FetchRequest {
+    FetchRequest {
+        query: query.into(),
+        ..Default::default()
+    }
+}
+
+/// The backend's `Stats`.
+pub async fn backend_stats(client: &mut BackendClient<Channel>) -> ServerStats {
+    client
+        .stats(StatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
+/// Polls `probe` until it returns true or `limit` passes; returns whether it became true.
+/// For effects that land asynchronously (a cancellation noticed by a server).
+pub async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if probe().await {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
