@@ -5,6 +5,7 @@
 //! future was dropped: the caller cancelled, hung up, or its deadline passed. That is how the
 //! servers count `cancelled` without any cooperation from the handler.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use fanout_proto::v1::ServerStats;
@@ -32,12 +33,13 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Starts counting one call; keep the guard until the call ends.
-    pub fn start_call(&self) -> CallGuard<'_> {
+    /// Starts counting one call; keep the guard until the call ends. The guard owns a handle
+    /// to the counters, so it can travel with a response stream.
+    pub fn start_call(self: &Arc<Self>) -> CallGuard {
         let now = self.in_flight.fetch_add(1, Relaxed) + 1;
         self.max_in_flight.fetch_max(now, Relaxed);
         CallGuard {
-            counters: self,
+            counters: self.clone(),
             done: false,
         }
     }
@@ -77,12 +79,12 @@ impl Counters {
 /// records a cancellation.
 #[must_use = "a guard dropped at once counts the call as cancelled"]
 #[derive(Debug)]
-pub struct CallGuard<'a> {
-    counters: &'a Counters,
+pub struct CallGuard {
+    counters: Arc<Counters>,
     done: bool,
 }
 
-impl CallGuard<'_> {
+impl CallGuard {
     /// The call completed; `ok` says whether it succeeded.
     pub fn finish(mut self, ok: bool) {
         self.done = true;
@@ -93,7 +95,7 @@ impl CallGuard<'_> {
     }
 }
 
-impl Drop for CallGuard<'_> {
+impl Drop for CallGuard {
     fn drop(&mut self) {
         self.counters.in_flight.fetch_sub(1, Relaxed);
         if !self.done {
@@ -108,7 +110,7 @@ mod tests {
 
     #[test]
     fn counts_served_failed_and_cancelled() {
-        let c = Counters::default();
+        let c = Arc::new(Counters::default());
         let a = c.start_call();
         let b = c.start_call();
         let d = c.start_call();

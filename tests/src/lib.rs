@@ -6,10 +6,12 @@
 use std::time::{Duration, Instant};
 
 use fanout_common::thread::ServerThread;
+use fanout_proto::v1::aggregator_client::AggregatorClient;
 use fanout_proto::v1::backend_client::BackendClient;
-use fanout_proto::v1::{FetchRequest, ServerStats, StatsRequest};
+use fanout_proto::v1::{AggregateRequest, FetchRequest, ServerStats, StatsRequest};
 use tonic::transport::Channel;
 
+pub use aggregator::Config as AggregatorConfig;
 pub use backend::Config as BackendConfig;
 
 /// A backend config for tests: named, with the given latency spec, a short grace period so
@@ -68,5 +70,69 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `NAME=URL` for a running backend, for an aggregator's config.
+pub fn spec(name: &str, server: &ServerThread) -> aggregator::BackendSpec {
+    format!("{name}={}", server.url())
+        .parse()
+        .expect("backend spec")
+}
+
+/// `NAME=URL` for an address where nothing listens (a dead backend).
+pub fn dead_spec(name: &str) -> aggregator::BackendSpec {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("{name}=http://{addr}")
+        .parse()
+        .expect("backend spec")
+}
+
+/// An aggregator config for tests over these backends, with a short grace period.
+pub fn aggregator_config(backends: Vec<aggregator::BackendSpec>) -> AggregatorConfig {
+    AggregatorConfig {
+        grace_period: Duration::from_secs(1),
+        ..AggregatorConfig::new(backends)
+    }
+}
+
+/// Starts an aggregator with `workers` runtime threads on a free loopback port.
+pub fn start_aggregator(config: AggregatorConfig, workers: usize) -> ServerThread {
+    aggregator::spawn(config, workers, "127.0.0.1:0".parse().unwrap()).expect("start aggregator")
+}
+
+/// A client connected to the aggregator `server`.
+pub async fn aggregator_client(server: &ServerThread) -> AggregatorClient<Channel> {
+    AggregatorClient::connect(server.url())
+        .await
+        .expect("connect to aggregator")
+}
+
+/// An `Aggregate` request with only the query set.
+pub fn aggregate(query: &str) -> AggregateRequest {
+    AggregateRequest {
+        query: query.into(),
+        ..Default::default()
+    }
+}
+
+/// The aggregator's `Stats`.
+pub async fn aggregator_stats(client: &mut AggregatorClient<Channel>) -> ServerStats {
+    client
+        .stats(StatsRequest {})
+        .await
+        .expect("stats")
+        .into_inner()
+}
+
+/// The gRPC code name of a result's failure, or "OK".
+pub fn outcome_code(r: &fanout_proto::v1::BackendResult) -> String {
+    use fanout_proto::v1::backend_result::Outcome;
+    match &r.outcome {
+        Some(Outcome::Reply(_)) => "OK".into(),
+        Some(Outcome::Failure(f)) => f.code_name.clone(),
+        None => "NONE".into(),
     }
 }

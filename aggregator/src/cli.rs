@@ -1,0 +1,236 @@
+//! The aggregator's flags. Each is also read from an environment variable (shown in `--help`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use fanout_common::cli::duration;
+use fanout_common::telemetry::LogFormat;
+use fanout_proto::v1::Fanout;
+
+use crate::Config;
+use crate::backends::{BackendSpec, check_specs};
+use crate::request::{MAX_TIMEOUT, MIN_TIMEOUT};
+use crate::retry::RetryPolicy;
+
+/// Fans each request out to several `fanout.v1.Backend`s, with per-attempt timeouts, an overall
+/// deadline, concurrency limits, retries with backoff and a budget, an optional cache, and
+/// results streamed back as each backend answers.
+#[derive(Debug, Parser)]
+#[command(name = "aggregator", version)]
+pub struct Cli {
+    /// Address to listen on (use 0.0.0.0:PORT in a container).
+    #[arg(long, env = "AGGREGATOR_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    /// A backend as NAME=URL, e.g. `alpha=http://127.0.0.1:50061`; repeat for each. In the env
+    /// var, separate them with commas.
+    #[arg(
+        long = "backend",
+        env = "AGGREGATOR_BACKENDS",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub backends: Vec<BackendSpec>,
+
+    /// Bound on one attempt at one backend (a request may ask for less).
+    #[arg(long, env = "AGGREGATOR_ATTEMPT_TIMEOUT", default_value = "1s", value_parser = timeout)]
+    pub attempt_timeout: Duration,
+
+    /// Bound on a whole call; the request's deadline_ms and the caller's grpc-timeout may make
+    /// it shorter. Backends are told what remains.
+    #[arg(long, env = "AGGREGATOR_DEADLINE", default_value = "2s", value_parser = timeout)]
+    pub deadline: Duration,
+
+    /// Attempts per backend per call, the first included (1 = never retry). Only UNAVAILABLE
+    /// and an attempt's own timeout are retried.
+    #[arg(long, env = "AGGREGATOR_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+
+    /// Backoff before the first retry; doubles each retry, with jitter.
+    #[arg(long, env = "AGGREGATOR_BACKOFF_BASE", default_value = "20ms", value_parser = duration)]
+    pub backoff_base: Duration,
+
+    /// The longest backoff.
+    #[arg(long, env = "AGGREGATOR_BACKOFF_CAP", default_value = "500ms", value_parser = duration)]
+    pub backoff_cap: Duration,
+
+    /// Retries allowed as a fraction of backend calls (0.2 = 20%), so an outage cannot become a
+    /// retry storm.
+    #[arg(long, env = "AGGREGATOR_RETRY_BUDGET", default_value_t = 0.2, value_parser = parse_ratio)]
+    pub retry_budget: f32,
+
+    /// Retries allowed per second on top of the ratio.
+    #[arg(long, env = "AGGREGATOR_RETRY_MIN_PER_SEC", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub retry_min_per_sec: u32,
+
+    /// Most calls in flight at one backend; more wait for a slot (the wait counts against the
+    /// deadline).
+    #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub backend_concurrency: u32,
+
+    /// Most aggregate calls in flight; past it, calls are refused at once with
+    /// RESOURCE_EXHAUSTED (no queue, so memory stays bounded).
+    #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
+
+    /// How to wait for the backends.
+    #[arg(long, env = "AGGREGATOR_FANOUT", value_enum, default_value_t = FanoutArg::Concurrent)]
+    pub fanout: FanoutArg,
+
+    /// Keep each backend's reply to a query this long (`0s` = no cache).
+    #[arg(long, env = "AGGREGATOR_CACHE_TTL", default_value = "0s", value_parser = duration)]
+    pub cache_ttl: Duration,
+
+    /// Async runtime worker threads [default: one per CPU core].
+    #[arg(long, env = "AGGREGATOR_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// Honour per-request `fanout`, `mode` and `delay_ms` (forwarded to backends). Lets any
+    /// caller change how calls are made: for tests, demos and loadgen, not for an exposed
+    /// deployment.
+    #[arg(long, env = "AGGREGATOR_ALLOW_OVERRIDES")]
+    pub allow_overrides: bool,
+
+    /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
+    #[arg(long, env = "AGGREGATOR_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
+    pub grace_period: Duration,
+
+    /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=debug for a line per call).
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// `--fanout`: how the aggregator waits for its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FanoutArg {
+    /// All backends at once; a call takes about as long as its slowest backend (asyncio.gather).
+    Concurrent,
+    /// One after another; a call takes the sum of its backends' latencies.
+    Sequential,
+    /// One after another, each waited for by BLOCKING the async worker thread, on purpose: the
+    /// "sync HTTP client inside async def" mistake.
+    Blocking,
+}
+
+impl From<FanoutArg> for Fanout {
+    fn from(f: FanoutArg) -> Fanout {
+        match f {
+            FanoutArg::Concurrent => Fanout::Concurrent,
+            FanoutArg::Sequential => Fanout::Sequential,
+            FanoutArg::Blocking => Fanout::Blocking,
+        }
+    }
+}
+
+impl Cli {
+    /// The configuration these flags describe, or what is wrong with them together.
+    pub fn config(&self) -> Result<Config, String> {
+        check_specs(&self.backends)?;
+        if self.backoff_base > self.backoff_cap {
+            return Err(format!(
+                "--backoff-base {:?} is above --backoff-cap {:?}",
+                self.backoff_base, self.backoff_cap
+            ));
+        }
+        Ok(Config {
+            backends: self.backends.clone(),
+            attempt_timeout: self.attempt_timeout,
+            deadline: self.deadline,
+            retry: RetryPolicy {
+                max_attempts: self.max_attempts,
+                backoff_base: self.backoff_base,
+                backoff_cap: self.backoff_cap,
+                budget_ratio: self.retry_budget,
+                budget_min_per_sec: self.retry_min_per_sec,
+            },
+            backend_concurrency: self.backend_concurrency as usize,
+            max_in_flight: self.max_in_flight as usize,
+            fanout: self.fanout.into(),
+            cache_ttl: self.cache_ttl,
+            allow_overrides: self.allow_overrides,
+            grace_period: self.grace_period,
+        })
+    }
+}
+
+/// A timeout or deadline flag: a duration from 5 ms to 10 minutes.
+fn timeout(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d < MIN_TIMEOUT || d > MAX_TIMEOUT {
+        return Err(format!(
+            "`{s}` is out of range: use {}ms to {}s",
+            MIN_TIMEOUT.as_millis(),
+            MAX_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+fn parse_ratio(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(r) if (0.0..=10.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a ratio from 0 to 10, e.g. `0.2` for 20% of calls"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let cli = Cli::try_parse_from(std::iter::once("aggregator").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.config()
+    }
+
+    #[test]
+    fn defaults_follow_the_brief() {
+        let c = parse(&["--backend", "a=http://127.0.0.1:1"]).unwrap();
+        assert_eq!(c.retry, RetryPolicy::default());
+        assert_eq!(c.fanout, Fanout::Concurrent);
+        assert!(!c.allow_overrides && c.cache_ttl.is_zero());
+    }
+
+    #[test]
+    fn bad_flags_are_refused_with_the_reason() {
+        for (args, want) in [
+            (&["--backend", "alpha"][..], "is not NAME=URL"),
+            (&["--backend", "a=ftp://x:1"], "only http://"),
+            (
+                &["--backend", "a=http://x:1", "--backend", "a=http://y:1"],
+                "given twice",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--attempt-timeout", "0s"],
+                "out of range",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--deadline", "2h"],
+                "out of range",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--retry-budget=-1"],
+                "not a ratio",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--max-attempts", "0"],
+                "--max-attempts",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--fanout", "parallel"],
+                "invalid value 'parallel'",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--backoff-base", "1s"],
+                "above --backoff-cap",
+            ),
+            (&[], "--backend"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(want), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The three ways of waiting for several backends, each producing the backends' results as a
+//! stream in the order they complete.
+//!
+//! - `concurrent`: every backend call at once in a `FuturesUnordered` (`asyncio.gather`, results
+//!   as they finish); the call takes about as long as the slowest backend.
+//! - `sequential`: one after another (`for url in urls: await get(url)`); the call takes the sum.
+//! - `blocking`: one after another, each waited for by *blocking the async worker thread*, the
+//!   "sync HTTP client inside `async def`" mistake, reproduced on purpose. The backend call itself
+//!   runs on a separate small runtime (as a sync client does its own I/O); the aggregator's worker
+//!   just sits in `recv()` until it is done, serving nothing else meanwhile.
+//!
+//! Dropping a stream drops every backend call still outstanding (except a blocking one already
+//! waited on: a blocked thread cannot be interrupted, which is part of the lesson).
+
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+
+use fanout_common::thread::runtime;
+use fanout_proto::v1::{BackendResult, Fanout, Summary, backend_result::Outcome};
+use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
+use tonic::Code;
+
+use crate::backends::Backends;
+use crate::call::{CallContext, call_backend, not_called};
+use crate::error::CallError;
+use crate::request::Plan;
+
+/// Runs plans against the backends.
+#[derive(Debug)]
+pub struct Fanouts {
+    ctx: Arc<CallContext>,
+    backends: Arc<Backends>,
+    /// Made on first use of `blocking` fan-out.
+    sync_client: OnceLock<Arc<SyncClient>>,
+}
+
+impl Fanouts {
+    pub fn new(ctx: Arc<CallContext>, backends: Arc<Backends>) -> Self {
+        Self {
+            ctx,
+            backends,
+            sync_client: OnceLock::new(),
+        }
+    }
+
+    pub fn backends(&self) -> &Backends {
+        &self.backends
+    }
+
+    /// Each target backend's result, in completion order.
+    pub fn results(&self, plan: Arc<Plan>) -> BoxStream<'static, BackendResult> {
+        let (ctx, backends) = (self.ctx.clone(), self.backends.clone());
+        match plan.fanout {
+            Fanout::Concurrent | Fanout::Unspecified => plan
+                .targets
+                .iter()
+                .map(|&i| {
+                    let (ctx, backends, plan) = (ctx.clone(), backends.clone(), plan.clone());
+                    async move { call_backend(&ctx, backends.get(i), &plan).await }
+                })
+                .collect::<FuturesUnordered<_>>()
+                .boxed(),
+            Fanout::Sequential => stream::iter(plan.targets.clone())
+                .then(move |i| {
+                    let (ctx, backends, plan) = (ctx.clone(), backends.clone(), plan.clone());
+                    async move { call_backend(&ctx, backends.get(i), &plan).await }
+                })
+                .boxed(),
+            Fanout::Blocking => {
+                let sync = self
+                    .sync_client
+                    .get_or_init(|| Arc::new(SyncClient::new(&self.backends)))
+                    .clone();
+                stream::iter(plan.targets.clone())
+                    .map(move |i| sync.call_blocking(&ctx, &plan, i))
+                    .boxed()
+            }
+        }
+    }
+}
+
+/// The "synchronous client" of `blocking` fan-out: its own channels on its own small runtime.
+#[derive(Debug)]
+struct SyncClient {
+    /// `None` only if the runtime could not be built (then every call fails with INTERNAL).
+    runtime: Option<tokio::runtime::Runtime>,
+    backends: Arc<Backends>,
+}
+
+impl SyncClient {
+    fn new(async_backends: &Backends) -> Self {
+        match runtime(2, "sync-client") {
+            Ok(rt) => {
+                let backends = {
+                    let _in_runtime = rt.enter();
+                    Arc::new(async_backends.reconnect_here())
+                };
+                Self {
+                    runtime: Some(rt),
+                    backends,
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot start the blocking fan-out's client runtime: {e}");
+                Self {
+                    runtime: None,
+                    backends: Arc::new(async_backends.reconnect_here()),
+                }
+            }
+        }
+    }
+
+    /// Calls backend `i` and blocks the calling thread until it answers.
+    fn call_blocking(&self, ctx: &Arc<CallContext>, plan: &Arc<Plan>, i: usize) -> BackendResult {
+        let Some(rt) = &self.runtime else {
+            let err = CallError::Status(tonic::Status::internal("blocking fan-out is unavailable"));
+            return not_called(self.backends.get(i), plan, &err);
+        };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let (ctx, plan2, backends) = (ctx.clone(), plan.clone(), self.backends.clone());
+        rt.spawn(async move {
+            let _ = tx.send(call_backend(&ctx, backends.get(i), &plan2).await);
+        });
+        // ON PURPOSE: this blocks the async worker thread running this call.
+        rx.recv().unwrap_or_else(|_| {
+            let err = CallError::Status(tonic::Status::internal("the blocking call was dropped"));
+            not_called(self.backends.get(i), plan, &err)
+        })
+    }
+}
+
+impl Drop for SyncClient {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside async code; let it wind down instead.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Counts results into a `Summary`.
+#[derive(Debug, Default)]
+pub struct Tally(Summary);
+
+impl Tally {
+    pub fn add(&mut self, r: &BackendResult) {
+        match &r.outcome {
+            Some(Outcome::Reply(_)) => self.0.ok += 1,
+            Some(Outcome::Failure(f)) if f.code == Code::DeadlineExceeded as i32 => {
+                self.0.timed_out += 1
+            }
+            _ => self.0.failed += 1,
+        }
+    }
+
+    pub fn finish(mut self, plan: &Plan) -> Summary {
+        self.0.elapsed_ms = plan.started.elapsed().as_secs_f64() * 1e3;
+        self.0
+    }
+}

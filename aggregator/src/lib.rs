@@ -1,0 +1,128 @@
+//! `aggregator`: fans one request out to several backends over gRPC, as `fanout.v1.Aggregator`.
+//!
+//! How a call flows through the parts:
+//!
+//! 1. [`request`] checks the request and turns it into a [`request::Plan`]: which backends, the
+//!    overall deadline (smallest of the request's, the caller's `grpc-timeout` and `--deadline`),
+//!    the per-attempt timeout, the fan-out mode.
+//! 2. [`service`] admits the call under `--max-in-flight` (or sheds it with
+//!    `RESOURCE_EXHAUSTED` at once), then runs the plan.
+//! 3. [`fanout`] calls the backends concurrently, one after another, or (on purpose, to show the
+//!    mistake) blocking the async worker, and yields each backend's result as it completes.
+//! 4. [`call`] makes one backend's call: cache, per-backend concurrency slot, attempts with a
+//!    timeout each and the remaining deadline sent as `grpc-timeout`, retries with backoff
+//!    under the [`retry`] policy and budget.
+//! 5. [`error`] is where a failure becomes a `Failure` or a `Status`, in one place each.
+//!
+//! A call is a future (or a stream, for `AggregateStream`): when the caller goes away it is
+//! dropped, and with it every outstanding backend call.
+#![forbid(unsafe_code)]
+
+pub mod backends;
+pub mod cache;
+pub mod call;
+pub mod cli;
+pub mod error;
+pub mod fanout;
+pub mod request;
+pub mod retry;
+pub mod service;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fanout_common::thread::ServerThread;
+use fanout_common::{Counters, ServeError, Server};
+use fanout_proto::v1::Fanout;
+use fanout_proto::v1::aggregator_server::AggregatorServer;
+use tokio::net::TcpListener;
+use tonic::server::NamedService;
+use tonic::service::Routes;
+
+pub use crate::backends::BackendSpec;
+use crate::retry::RetryPolicy;
+use crate::service::AggregatorService;
+
+/// Largest request message accepted, in bytes (a query is at most 4 KiB, plus backend names).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// What the aggregator does; built once from the flags, passed by value.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The backends, by name, in the order results are listed when they tie.
+    pub backends: Vec<BackendSpec>,
+    /// Bound on one attempt at one backend, unless the request sets a smaller one.
+    pub attempt_timeout: Duration,
+    /// Bound on a whole call, unless the request or the caller's `grpc-timeout` is smaller.
+    pub deadline: Duration,
+    pub retry: RetryPolicy,
+    /// At most this many calls in flight at one backend; more wait (their wait counts against
+    /// the deadline).
+    pub backend_concurrency: usize,
+    /// At most this many aggregate calls in flight; the next is shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// The fan-out used unless a request overrides it.
+    pub fanout: Fanout,
+    /// How long a backend's reply stays cached; zero turns the cache off.
+    pub cache_ttl: Duration,
+    /// Whether requests may set `fanout`, `mode` and `delay_ms`.
+    pub allow_overrides: bool,
+    /// How long in-flight calls may take to finish after a shutdown signal.
+    pub grace_period: Duration,
+}
+
+impl Config {
+    /// A config with the defaults of the flags, for these backends.
+    pub fn new(backends: Vec<BackendSpec>) -> Self {
+        Self {
+            backends,
+            attempt_timeout: Duration::from_secs(1),
+            deadline: Duration::from_secs(2),
+            retry: RetryPolicy::default(),
+            backend_concurrency: 100,
+            max_in_flight: 1000,
+            fanout: Fanout::Concurrent,
+            cache_ttl: Duration::ZERO,
+            allow_overrides: false,
+            grace_period: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves the aggregator on `listener` until `shutdown` resolves, then drains in-flight calls
+/// for at most the grace period. Backend channels connect lazily: the aggregator starts even
+/// when its backends are down.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    tracing::info!(
+        backends = ?config.backends.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        fanout = config.fanout.cli_name(),
+        attempt_timeout = ?config.attempt_timeout,
+        deadline = ?config.deadline,
+        "aggregator starting"
+    );
+    let counters = Arc::new(Counters::default());
+    let server = Server {
+        service_name: <AggregatorServer<AggregatorService> as NamedService>::NAME,
+        counters: counters.clone(),
+        grace: config.grace_period,
+    };
+    let service = AggregatorServer::new(AggregatorService::new(config, counters))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+    server.serve(Routes::new(service), listener, shutdown).await
+}
+
+/// Starts an aggregator on a runtime of its own with `workers` threads (0 = one per core),
+/// bound to `bind`; dropping the handle shuts it down.
+pub fn spawn(config: Config, workers: usize, bind: SocketAddr) -> std::io::Result<ServerThread> {
+    ServerThread::start("aggregator", workers, bind, move |listener, stop| {
+        run(config, listener, async {
+            let _ = stop.await;
+        })
+    })
+}

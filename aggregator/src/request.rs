@@ -1,0 +1,326 @@
+//! Checking an `AggregateRequest` and turning it into a [`Plan`]: everything a call needs,
+//! decided once, before any backend is called.
+
+use std::time::Duration;
+
+use fanout_proto::v1::{AggregateRequest, Fanout, Mode};
+use tokio::time::Instant;
+
+use crate::Config;
+use crate::backends::Backends;
+use crate::error::RequestError;
+
+/// The longest query accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 4096;
+/// The shortest timeout or deadline that leaves room for one backend attempt on loopback.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(5);
+/// The longest timeout or deadline accepted; longer ones are mistakes.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
+/// Bounds on the time kept back from the caller's `grpc-timeout` to send the answer (5%).
+const MIN_MARGIN: Duration = Duration::from_millis(1);
+const MAX_MARGIN: Duration = Duration::from_millis(20);
+/// The longest `delay_ms` forwarded to backends (the backends' own limit).
+pub const MAX_DELAY_MS: u32 = 60_000;
+
+/// One aggregate call, decided.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub query: String,
+    /// Indices into the aggregator's backends, in the order asked for.
+    pub targets: Vec<usize>,
+    pub started: Instant,
+    /// The whole call ends by then.
+    pub deadline: Instant,
+    pub attempt_timeout: Duration,
+    pub fanout: Fanout,
+    /// Forwarded to backends as their `mode` override.
+    pub mode: Option<Mode>,
+    /// Forwarded to backends as their `delay_ms` override.
+    pub delay_ms: Option<u32>,
+    /// Read and write the cache (off with `no_cache`, or when overrides change what the
+    /// backends do).
+    pub use_cache: bool,
+}
+
+fn invalid(msg: String) -> RequestError {
+    RequestError::Invalid(msg)
+}
+
+/// A timeout field from the request: absent, or within `MIN_TIMEOUT..=MAX_TIMEOUT`.
+fn timeout_field(field: &str, ms: Option<u32>) -> Result<Option<Duration>, RequestError> {
+    let Some(ms) = ms else { return Ok(None) };
+    let d = Duration::from_millis(ms.into());
+    if d < MIN_TIMEOUT {
+        return Err(invalid(format!(
+            "{field} {ms} is below the {} ms minimum a backend attempt needs",
+            MIN_TIMEOUT.as_millis()
+        )));
+    }
+    if d > MAX_TIMEOUT {
+        return Err(invalid(format!(
+            "{field} {ms} is over the limit of {} ms",
+            MAX_TIMEOUT.as_millis()
+        )));
+    }
+    Ok(Some(d))
+}
+
+/// Checks `req` against the config and backends; `caller_timeout` is the caller's
+/// `grpc-timeout`. The overall deadline is the smallest of the three bounds.
+pub fn plan(
+    config: &Config,
+    backends: &Backends,
+    req: &AggregateRequest,
+    caller_timeout: Option<Duration>,
+) -> Result<Plan, RequestError> {
+    let started = Instant::now();
+    if req.query.len() > MAX_QUERY_BYTES {
+        return Err(invalid(format!(
+            "query is {} bytes; the limit is {MAX_QUERY_BYTES}",
+            req.query.len()
+        )));
+    }
+
+    let mut targets = Vec::with_capacity(req.backends.len().max(backends.len()));
+    if req.backends.is_empty() {
+        targets.extend(0..backends.len());
+    } else {
+        if req.backends.len() > backends.len() {
+            return Err(invalid(format!(
+                "{} backends asked for; this aggregator has {} ({})",
+                req.backends.len(),
+                backends.len(),
+                backends.names()
+            )));
+        }
+        for name in &req.backends {
+            let i = backends.position(name).ok_or_else(|| {
+                invalid(format!(
+                    "unknown backend `{name}` in backends (known: {})",
+                    backends.names()
+                ))
+            })?;
+            if targets.contains(&i) {
+                return Err(invalid(format!(
+                    "backend `{name}` is listed twice in backends"
+                )));
+            }
+            targets.push(i);
+        }
+    }
+
+    let attempt = timeout_field("attempt_timeout_ms", req.attempt_timeout_ms)?;
+    let deadline = timeout_field("deadline_ms", req.deadline_ms)?;
+    // Finish a little before the caller's own deadline, so the partial results reach it in
+    // time instead of its deadline expiring first.
+    let caller_timeout =
+        caller_timeout.map(|t| t.saturating_sub((t / 20).clamp(MIN_MARGIN, MAX_MARGIN)));
+    let budget = [deadline, caller_timeout, Some(config.deadline)]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(config.deadline);
+
+    let overrides: Vec<&str> = [
+        req.fanout.map(|_| "fanout"),
+        req.mode.map(|_| "mode"),
+        req.delay_ms.map(|_| "delay_ms"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !overrides.is_empty() && !config.allow_overrides {
+        return Err(RequestError::OverridesDisabled(match overrides[..] {
+            ["fanout"] => "fanout",
+            ["mode"] => "mode",
+            ["delay_ms"] => "delay_ms",
+            _ => "fanout, mode, delay_ms",
+        }));
+    }
+    let fanout = match req.fanout.map(Fanout::try_from) {
+        None | Some(Ok(Fanout::Unspecified)) => config.fanout,
+        Some(Ok(f)) => f,
+        Some(Err(_)) => {
+            return Err(invalid(format!(
+                "fanout {} is not a known Fanout (1 concurrent, 2 sequential, 3 blocking)",
+                req.fanout.unwrap_or_default()
+            )));
+        }
+    };
+    let mode = match req.mode.map(Mode::try_from) {
+        None | Some(Ok(Mode::Unspecified)) => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(_)) => {
+            return Err(invalid(format!(
+                "mode {} is not a known Mode (1 async, 2 blocking, 3 spawn-blocking, 4 cpu)",
+                req.mode.unwrap_or_default()
+            )));
+        }
+    };
+    if let Some(ms) = req.delay_ms.filter(|&ms| ms > MAX_DELAY_MS) {
+        return Err(invalid(format!(
+            "delay_ms {ms} is over the limit of {MAX_DELAY_MS}"
+        )));
+    }
+
+    Ok(Plan {
+        query: req.query.clone(),
+        targets,
+        started,
+        deadline: started + budget,
+        attempt_timeout: attempt.unwrap_or(config.attempt_timeout).min(budget),
+        fanout,
+        mode,
+        delay_ms: req.delay_ms,
+        use_cache: !req.no_cache && req.mode.is_none() && req.delay_ms.is_none(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::BackendSpec;
+
+    fn setup(allow_overrides: bool) -> (Config, Backends) {
+        let specs: Vec<BackendSpec> = ["a=http://127.0.0.1:1", "b=http://127.0.0.1:2"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let config = Config {
+            allow_overrides,
+            ..Config::new(specs)
+        };
+        let backends = Backends::connect(&config.backends, 4);
+        (config, backends)
+    }
+
+    fn req() -> AggregateRequest {
+        AggregateRequest {
+            query: "q".into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_smallest_deadline_wins() {
+        let (config, backends) = setup(false);
+        let p = plan(&config, &backends, &req(), None).unwrap();
+        assert_eq!(p.deadline - p.started, config.deadline);
+        let r = AggregateRequest {
+            deadline_ms: Some(300),
+            ..req()
+        };
+        let p = plan(&config, &backends, &r, Some(Duration::from_millis(200))).unwrap();
+        // The caller's 200 ms, less 5% kept back to send the answer.
+        assert_eq!(p.deadline - p.started, Duration::from_millis(190));
+        assert_eq!(p.attempt_timeout, Duration::from_millis(190));
+        assert_eq!(p.targets, vec![0, 1]);
+    }
+
+    #[tokio::test]
+    async fn bad_requests_name_the_field() {
+        let (config, backends) = setup(false);
+        let cases = [
+            (
+                AggregateRequest {
+                    backends: vec!["zeta".into()],
+                    ..req()
+                },
+                "unknown backend `zeta`",
+            ),
+            (
+                AggregateRequest {
+                    backends: vec!["a".into(), "a".into()],
+                    ..req()
+                },
+                "listed twice",
+            ),
+            (
+                AggregateRequest {
+                    backends: vec!["a".into(), "b".into(), "c".into()],
+                    ..req()
+                },
+                "3 backends asked for",
+            ),
+            (
+                AggregateRequest {
+                    deadline_ms: Some(0),
+                    ..req()
+                },
+                "deadline_ms 0 is below",
+            ),
+            (
+                AggregateRequest {
+                    attempt_timeout_ms: Some(2),
+                    ..req()
+                },
+                "attempt_timeout_ms 2",
+            ),
+            (
+                AggregateRequest {
+                    deadline_ms: Some(u32::MAX),
+                    ..req()
+                },
+                "over the limit",
+            ),
+            (
+                AggregateRequest {
+                    query: "x".repeat(5000),
+                    ..req()
+                },
+                "query is 5000 bytes",
+            ),
+        ];
+        for (r, want) in cases {
+            let err = plan(&config, &backends, &r, None).unwrap_err();
+            assert!(matches!(err, RequestError::Invalid(_)), "{err:?}");
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+    }
+
+    #[tokio::test]
+    async fn overrides_need_permission_and_valid_values() {
+        let (config, backends) = setup(false);
+        let r = AggregateRequest {
+            fanout: Some(2),
+            ..req()
+        };
+        let err = plan(&config, &backends, &r, None).unwrap_err();
+        assert_eq!(err, RequestError::OverridesDisabled("fanout"));
+
+        let (config, backends) = setup(true);
+        let p = plan(&config, &backends, &r, None).unwrap();
+        assert_eq!(p.fanout, Fanout::Sequential);
+        for (r, want) in [
+            (
+                AggregateRequest {
+                    fanout: Some(9),
+                    ..req()
+                },
+                "fanout 9",
+            ),
+            (
+                AggregateRequest {
+                    mode: Some(9),
+                    ..req()
+                },
+                "mode 9",
+            ),
+            (
+                AggregateRequest {
+                    delay_ms: Some(70_000),
+                    ..req()
+                },
+                "delay_ms 70000",
+            ),
+        ] {
+            let err = plan(&config, &backends, &r, None).unwrap_err();
+            assert!(err.to_string().contains(want), "{want}: {err}");
+        }
+        let r = AggregateRequest {
+            delay_ms: Some(5),
+            ..req()
+        };
+        assert!(!plan(&config, &backends, &r, None).unwrap().use_cache);
+    }
+}

@@ -1,0 +1,198 @@
+//! The `fanout.v1.Aggregator` service: admit a call, run its plan, answer all at once
+//! (`Aggregate`) or as results arrive (`AggregateStream`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fanout_common::deadline::grpc_timeout;
+use fanout_common::{CallGuard, Counters};
+use fanout_proto::v1::aggregator_server::Aggregator;
+use fanout_proto::v1::{
+    AggregateEvent, AggregateReply, AggregateRequest, ClearCacheReply, ClearCacheRequest,
+    ServerStats, StatsRequest, aggregate_event::Event,
+};
+use futures::stream::{self, BoxStream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::{Request, Response, Status};
+
+use crate::Config;
+use crate::backends::Backends;
+use crate::cache::Cache;
+use crate::call::CallContext;
+use crate::error::RequestError;
+use crate::fanout::{Fanouts, Tally};
+use crate::request::{self, Plan};
+
+/// The aggregator service. Must be created inside a tokio runtime (it opens the channels).
+#[derive(Debug)]
+pub struct AggregatorService {
+    config: Config,
+    fanouts: Fanouts,
+    /// `--max-in-flight` permits; a call that finds none is shed at once.
+    admission: Arc<Semaphore>,
+    cache: Option<Cache>,
+    counters: Arc<Counters>,
+    /// When the last "shedding" warning was logged (ms since the epoch), to log at most one a
+    /// second under overload.
+    last_shed_warning: AtomicU64,
+}
+
+/// An admitted call: its plan, and what it holds until it ends.
+struct Admitted {
+    plan: Arc<Plan>,
+    guard: CallGuard,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AggregatorService {
+    pub fn new(config: Config, counters: Arc<Counters>) -> Self {
+        let backends = Arc::new(Backends::connect(
+            &config.backends,
+            config.backend_concurrency,
+        ));
+        let cache = Cache::new(config.cache_ttl);
+        let ctx = Arc::new(CallContext {
+            retry: config.retry,
+            budget: config.retry.budget(),
+            cache: cache.clone(),
+            counters: counters.clone(),
+        });
+        Self {
+            admission: Arc::new(Semaphore::new(config.max_in_flight)),
+            fanouts: Fanouts::new(ctx, backends),
+            cache,
+            counters,
+            config,
+            last_shed_warning: AtomicU64::new(0),
+        }
+    }
+
+    /// Checks the request, then takes an in-flight permit or sheds the call.
+    fn admit(&self, req: &Request<AggregateRequest>) -> Result<Admitted, Status> {
+        let guard = self.counters.start_call();
+        let admitted = request::plan(
+            &self.config,
+            self.fanouts.backends(),
+            req.get_ref(),
+            grpc_timeout(req),
+        )
+        .and_then(|plan| {
+            let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
+                self.note_shed();
+                RequestError::Overloaded(self.config.max_in_flight)
+            })?;
+            Ok((plan, permit))
+        });
+        match admitted {
+            Ok((plan, permit)) => Ok(Admitted {
+                plan: Arc::new(plan),
+                guard,
+                _permit: permit,
+            }),
+            Err(e) => {
+                guard.finish(false);
+                Err(e.into())
+            }
+        }
+    }
+
+    fn note_shed(&self) {
+        Counters::bump(&self.counters.shed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_shed_warning.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .last_shed_warning
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                shed_total = self.counters.shed.load(Ordering::Relaxed),
+                max_in_flight = self.config.max_in_flight,
+                "shedding calls: at the --max-in-flight limit"
+            );
+        }
+    }
+}
+
+/// The state of one `AggregateStream` call between events.
+struct Streaming {
+    results: BoxStream<'static, fanout_proto::v1::BackendResult>,
+    tally: Tally,
+    call: Admitted,
+}
+
+#[tonic::async_trait]
+impl Aggregator for AggregatorService {
+    async fn aggregate(
+        &self,
+        req: Request<AggregateRequest>,
+    ) -> Result<Response<AggregateReply>, Status> {
+        let call = self.admit(&req)?;
+        let mut results = self.fanouts.results(call.plan.clone());
+        let mut tally = Tally::default();
+        let mut all = Vec::with_capacity(call.plan.targets.len());
+        while let Some(r) = results.next().await {
+            tally.add(&r);
+            all.push(r);
+        }
+        let summary = tally.finish(&call.plan);
+        tracing::debug!(?summary, "aggregate done");
+        call.guard.finish(true);
+        Ok(Response::new(AggregateReply {
+            results: all,
+            summary: Some(summary),
+        }))
+    }
+
+    type AggregateStreamStream = BoxStream<'static, Result<AggregateEvent, Status>>;
+
+    async fn aggregate_stream(
+        &self,
+        req: Request<AggregateRequest>,
+    ) -> Result<Response<Self::AggregateStreamStream>, Status> {
+        let call = self.admit(&req)?;
+        let state = Streaming {
+            results: self.fanouts.results(call.plan.clone()),
+            tally: Tally::default(),
+            call,
+        };
+        // The stream owns the call: if the client goes away, tonic drops the stream, and with it
+        // the outstanding backend calls, the in-flight permit and the guard (counted cancelled).
+        let events = stream::unfold(Some(state), |state| async move {
+            let mut s = state?;
+            match s.results.next().await {
+                Some(r) => {
+                    s.tally.add(&r);
+                    Some((Ok(event(Event::Result(r))), Some(s)))
+                }
+                None => {
+                    let summary = s.tally.finish(&s.call.plan);
+                    s.call.guard.finish(true);
+                    Some((Ok(event(Event::Summary(summary))), None))
+                }
+            }
+        });
+        Ok(Response::new(events.boxed()))
+    }
+
+    async fn clear_cache(
+        &self,
+        _: Request<ClearCacheRequest>,
+    ) -> Result<Response<ClearCacheReply>, Status> {
+        let cleared = self.cache.as_ref().map_or(0, Cache::clear);
+        tracing::info!(cleared, "cache cleared");
+        Ok(Response::new(ClearCacheReply { cleared }))
+    }
+
+    async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<ServerStats>, Status> {
+        Ok(Response::new(self.counters.snapshot("aggregator")))
+    }
+}
+
+fn event(e: Event) -> AggregateEvent {
+    AggregateEvent { event: Some(e) }
+}
