@@ -73,7 +73,8 @@ pub enum ModeArg {
     /// std::thread::sleep on tokio's blocking thread pool (spawn_blocking), like FastAPI's
     /// threadpool for plain `def` endpoints.
     SpawnBlocking,
-    /// Burn CPU time for the latency, on the blocking pool: CPU-bound work (cores/latency calls/s).
+    /// Burn CPU time for the latency on the blocking pool, one thread per core at most (like
+    /// ProcessPoolExecutor): CPU-bound work, about cores/latency calls/s.
     Cpu,
 }
 

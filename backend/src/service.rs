@@ -1,5 +1,6 @@
 //! The `fanout.v1.Backend` service: decide how long and how to wait, wait, then answer or fail.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use fanout_proto::v1::backend_server::Backend;
 use fanout_proto::v1::{FetchReply, FetchRequest, Mode, ServerStats, StatsRequest};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::Config;
@@ -26,6 +28,8 @@ pub struct BackendService {
     counters: Arc<Counters>,
     /// With `--seed`, one seeded generator drawn in arrival order; otherwise per-thread entropy.
     seeded: Option<Mutex<StdRng>>,
+    /// `--mode cpu` runs on at most one thread per core.
+    cpu_pool: Semaphore,
 }
 
 /// What one call will do.
@@ -39,10 +43,12 @@ struct Plan {
 impl BackendService {
     pub fn new(config: Config, counters: Arc<Counters>) -> Self {
         let seeded = config.seed.map(|s| Mutex::new(StdRng::seed_from_u64(s)));
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
             config,
             counters,
             seeded,
+            cpu_pool: Semaphore::new(cores),
         }
     }
 
@@ -105,31 +111,53 @@ impl BackendService {
 }
 
 /// Waits out `delay` in the way `mode` says. This is the part fanout exists to compare.
-async fn wait(mode: Mode, delay: Duration) -> Result<(), Status> {
-    let pooled = match mode {
-        Mode::Async | Mode::Unspecified => {
-            tokio::time::sleep(delay).await;
-            return Ok(());
-        }
+async fn wait(mode: Mode, delay: Duration, cpu_pool: &Semaphore) -> Result<(), Status> {
+    match mode {
+        Mode::Async | Mode::Unspecified => tokio::time::sleep(delay).await,
         // On purpose: this blocks the async worker thread that is running this call, so no other
         // task can run on it meanwhile.
-        Mode::Blocking => {
-            std::thread::sleep(delay);
-            return Ok(());
+        Mode::Blocking => std::thread::sleep(delay),
+        // Work handed to the blocking pool runs to completion even if the caller leaves, as a
+        // real blocking call would.
+        Mode::SpawnBlocking => tokio::task::spawn_blocking(move || std::thread::sleep(delay))
+            .await
+            .map_err(pool_failed)?,
+        Mode::Cpu => {
+            // One thread per core, like ProcessPoolExecutor: more threads than cores would only
+            // time-slice. Waiting for a thread is async, so the runtime stays free meanwhile.
+            let _thread = cpu_pool
+                .acquire()
+                .await
+                .map_err(|_| Status::unavailable("shutting down"))?;
+            // If the caller leaves, this future is dropped and the guard stops the burn: nobody
+            // wants the answer any more.
+            let stop = Arc::new(AtomicBool::new(false));
+            let _stop_on_drop = StopOnDrop(stop.clone());
+            tokio::task::spawn_blocking(move || burn_cpu(delay, &stop))
+                .await
+                .map_err(pool_failed)?;
         }
-        Mode::SpawnBlocking => tokio::task::spawn_blocking(move || std::thread::sleep(delay)),
-        Mode::Cpu => tokio::task::spawn_blocking(move || burn_cpu(delay)),
-    };
-    // Work handed to the blocking pool runs to completion even if the caller leaves, as a real
-    // blocking call would.
-    pooled
-        .await
-        .map_err(|e| Status::internal(format!("blocking-pool task failed: {e}")))
+    }
+    Ok(())
 }
 
-/// Spends `cpu` of this thread's CPU time (not wall time) computing: with more such calls than
-/// cores, each takes longer, as CPU-bound work does.
-fn burn_cpu(cpu: Duration) {
+fn pool_failed(e: tokio::task::JoinError) -> Status {
+    Status::internal(format!("blocking-pool task failed: {e}"))
+}
+
+/// Sets the flag when dropped: a CPU burn still running then stops (after a normal finish it is
+/// already over, and the flag changes nothing).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Spends `cpu` of this thread's CPU time (not wall time) computing, unless `stop` is set
+/// first: with more such calls than cores, each takes longer, as CPU-bound work does.
+fn burn_cpu(cpu: Duration, stop: &AtomicBool) {
     let start_cpu = cpu_time::ThreadTime::try_now().ok();
     let start_wall = std::time::Instant::now();
     let spent = || match &start_cpu {
@@ -137,7 +165,7 @@ fn burn_cpu(cpu: Duration) {
         None => start_wall.elapsed(),
     };
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    while spent() < cpu {
+    while spent() < cpu && !stop.load(Ordering::Relaxed) {
         for _ in 0..2_000 {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         }
@@ -171,7 +199,7 @@ impl BackendService {
         plan: Plan,
         caller_timeout: Option<Duration>,
     ) -> Result<FetchReply, Status> {
-        wait(plan.mode, plan.delay).await?;
+        wait(plan.mode, plan.delay, &self.cpu_pool).await?;
         let name = &self.config.name;
         if plan.fail {
             return Err(Status::unavailable(format!(
@@ -250,7 +278,13 @@ mod tests {
     #[test]
     fn cpu_mode_spends_cpu_time() {
         let t = cpu_time::ThreadTime::now();
-        burn_cpu(Duration::from_millis(30));
+        burn_cpu(Duration::from_millis(30), &AtomicBool::new(false));
         assert!(t.elapsed() >= Duration::from_millis(30));
+        let t = std::time::Instant::now();
+        burn_cpu(Duration::from_secs(10), &AtomicBool::new(true));
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a stopped burn still ran"
+        );
     }
 }

@@ -16,9 +16,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. Call once, at the top of `main`.
+/// Installs the global subscriber with `info` unless `RUST_LOG` says otherwise. Call once, at
+/// the top of `main`.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// Like [`init`], with another filter when `RUST_LOG` is not set.
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,178 @@
+//! The chart of `compare`: an SVG a person would rather look at than read. One row per
+//! configuration; left, its calls/s as a bar with its theoretical bound as a red tick and the
+//! efficiency beside it; right, its p50 and p99 latency. Both on log scales: the configurations
+//! differ by two orders of magnitude, which is the point.
+
+use std::path::Path;
+
+use anyhow::{Context, anyhow};
+use plotters::coord::ranged1d::SegmentValue;
+use plotters::prelude::*;
+
+use crate::compare::{CompareReport, Row};
+
+const BAR: RGBColor = RGBColor(66, 133, 244);
+const THEORY: RGBColor = RGBColor(219, 68, 55);
+const P50: RGBColor = RGBColor(15, 157, 88);
+const P99: RGBColor = RGBColor(244, 160, 0);
+
+/// Writes the chart of `report` to `path` (SVG), creating its folder.
+pub fn write_svg(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    draw(path, report).map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+fn draw(path: &Path, report: &CompareReport) -> Result<(), Box<dyn std::error::Error>> {
+    let rows = &report.scenarios;
+    let n = rows.len().max(1);
+    // `(0..m).into_segmented()` has m + 1 slots; ask for exactly n.
+    let slots = || (0..n.saturating_sub(1).max(1)).into_segmented();
+    // Rows top to bottom in the order measured: category i is drawn at the top for i = 0.
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|r| format!("{} / {}", r.fanout, r.backend_mode))
+        .collect();
+    let row_at = |v: &SegmentValue<usize>| match v {
+        SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => n.checked_sub(i + 1),
+        SegmentValue::Last => None,
+    };
+    let label_of = |v: &SegmentValue<usize>| {
+        row_at(v)
+            .and_then(|i| labels.get(i).cloned())
+            .unwrap_or_default()
+    };
+    let slot = |i: usize| n - 1 - i;
+
+    let root = SVGBackend::new(path, (1400, 120 + 42 * n as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "fanout: {} callers, {} backends at {}, {} backend / {} aggregator workers, {} cores",
+        report.concurrency,
+        report.backends,
+        report.latency,
+        report.backend_workers,
+        report.aggregator_workers,
+        report.cores
+    );
+    let root = root.titled(&title, ("sans-serif", 22))?;
+    let (left, right) = root.split_horizontally(820);
+
+    // Throughput against theory, horizontal bars on a log scale.
+    let top = rows
+        .iter()
+        .flat_map(|r| [r.calls_per_sec, r.theory_calls_per_sec])
+        .fold(10.0f64, f64::max)
+        * 2.0;
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "calls/s: measured (bars) against theory (red)",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(190)
+        .build_cartesian_2d((1.0f64..top).log_scale(), slots())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(TRANSPARENT)
+        .y_labels(n)
+        .y_label_style(("sans-serif", 15))
+        .y_label_formatter(&label_of)
+        .x_desc("calls per second (log scale)")
+        .draw()?;
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, r)| {
+            let mut bar = Rectangle::new(
+                [
+                    (1.0, SegmentValue::Exact(slot(i))),
+                    (r.calls_per_sec.max(1.0), SegmentValue::Exact(slot(i) + 1)),
+                ],
+                BAR.filled(),
+            );
+            bar.set_margin(5, 5, 0, 0);
+            bar
+        }))?
+        .label("measured")
+        .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], BAR.filled()));
+    chart
+        .draw_series(rows.iter().enumerate().map(|(i, r)| {
+            PathElement::new(
+                vec![
+                    (r.theory_calls_per_sec, SegmentValue::Exact(slot(i))),
+                    (r.theory_calls_per_sec, SegmentValue::Exact(slot(i) + 1)),
+                ],
+                THEORY.stroke_width(3),
+            )
+        }))?
+        .label("theory: the Little's-law bound")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 12, y)], THEORY.stroke_width(3)));
+    chart.draw_series(rows.iter().enumerate().map(|(i, r)| {
+        Text::new(
+            format!("{:.0}%", r.efficiency * 100.0),
+            (
+                r.calls_per_sec.max(1.0) * 1.08,
+                SegmentValue::CenterOf(slot(i)),
+            ),
+            ("sans-serif", 13).into_font(),
+        )
+    }))?;
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+
+    // Latency percentiles, same rows.
+    let (lo, hi) = rows
+        .iter()
+        .flat_map(|r| [r.p50_ms, r.p99_ms])
+        .filter(|v| *v > 0.0)
+        .fold((f64::MAX, 1.0f64), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let lo = if lo == f64::MAX { 0.1 } else { lo / 2.0 };
+    let mut chart = ChartBuilder::on(&right)
+        .caption("latency: p50 and p99", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(10)
+        .build_cartesian_2d((lo..hi * 2.0).log_scale(), slots())?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .light_line_style(TRANSPARENT)
+        .y_labels(n)
+        .y_label_formatter(&|_| String::new())
+        .x_desc("milliseconds (log scale)")
+        .draw()?;
+    for (color, name, pick) in [
+        (P50, "p50", (|r: &Row| r.p50_ms) as fn(&Row) -> f64),
+        (P99, "p99", |r: &Row| r.p99_ms),
+    ] {
+        chart
+            .draw_series(
+                rows.iter()
+                    .enumerate()
+                    .filter(|(_, r)| pick(r) > 0.0)
+                    .map(|(i, r)| {
+                        Circle::new(
+                            (pick(r), SegmentValue::CenterOf(slot(i))),
+                            6,
+                            color.filled(),
+                        )
+                    }),
+            )?
+            .label(name)
+            .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! `loadgen compare`: the same load against every configuration in turn, each beside its
+//! theoretical bound, as a table, JSON and a chart.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use backend::latency::LatencySpec;
+use fanout_proto::v1::aggregator_client::AggregatorClient;
+use fanout_proto::v1::{AggregateRequest, Fanout, FetchRequest, Mode};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::cli::{CompareArgs, Rpc};
+use crate::deploy::{Deployment, DeploymentSpec};
+use crate::report::{ms, thousands, write_json};
+use crate::theory::{self, Setup};
+use crate::workers::Load;
+use crate::{calls, connect, cores, describe, measure, normalize_url, probe, report};
+
+/// One configuration's measurement beside its bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub fanout: String,
+    pub backend_mode: String,
+    pub concurrency: u32,
+    /// Calls completed in the measured window, per second of it.
+    pub calls_per_sec: f64,
+    /// Closed loop only, a cross-check: C / mean latency (the interactive response time law).
+    /// It agrees with calls_per_sec in a steady state and is less sensitive to bursts.
+    pub littles_law_calls_per_sec: Option<f64>,
+    pub theory_calls_per_sec: f64,
+    /// calls_per_sec / theory_calls_per_sec.
+    pub efficiency: f64,
+    /// What sets the bound.
+    pub limit: String,
+    pub formula: String,
+    /// One call's time with no queueing (R), in milliseconds.
+    pub call_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub calls: u64,
+    pub errors: u64,
+    /// Successful calls in which some backend failed or timed out.
+    pub degraded: u64,
+    /// The measured window and the warm-up actually used for this configuration (stretched for
+    /// slow configurations; see [`windows`]).
+    pub duration_s: f64,
+    pub warmup_s: f64,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareReport {
+    /// "local" or the target's URL.
+    pub target: String,
+    pub latency: String,
+    pub backends: usize,
+    pub backend_workers: u32,
+    pub aggregator_workers: u32,
+    pub cores: usize,
+    pub concurrency: u32,
+    pub rate: Option<f64>,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub interrupted: bool,
+    pub scenarios: Vec<Row>,
+}
+
+const HEADER: &str = "fanout      backend mode      calls/s     theory    eff.  limited by            p50       p99   errors";
+
+fn print_row(r: &Row) {
+    println!(
+        "{:<11} {:<15} {:>10} {:>10} {:>6.1}%  {:<18} {:>8} {:>9} {:>8}",
+        r.fanout,
+        r.backend_mode,
+        thousands(r.calls_per_sec, 1),
+        thousands(r.theory_calls_per_sec, 1),
+        r.efficiency * 100.0,
+        r.limit,
+        ms(r.p50_ms),
+        ms(r.p99_ms),
+        r.errors
+    );
+}
+
+/// Runs the matrix.
+pub async fn compare(
+    args: CompareArgs,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<CompareReport> {
+    if args.modes.is_empty() || args.fanouts.is_empty() {
+        bail!("--modes and --fanouts each need at least one value");
+    }
+    let local = &args.local;
+    let target = args.target.as_deref().map(normalize_url);
+    let mut backends = local.local_backends as usize;
+    if let Some(url) = &target {
+        let LatencySpec::Fixed(_) = local.latency else {
+            bail!(
+                "with --target, --latency must be a fixed duration such as 50ms (it is sent as delay_ms)"
+            );
+        };
+        backends = check_target(url).await?;
+    }
+    let load = Load {
+        concurrency: args.load.concurrency as usize,
+        rate: args.load.rate,
+        duration: if args.load.requests.is_some() {
+            None
+        } else {
+            Some(args.duration)
+        },
+        requests: args.load.requests,
+        warmup: args.warmup,
+        timeout: args.load.timeout,
+    };
+    eprintln!(
+        "comparing {} configurations: {} callers{}, {} backends at {}, at least {} per configuration{}",
+        args.modes.len() * args.fanouts.len(),
+        args.load.concurrency,
+        args.load
+            .rate
+            .map(|r| format!(" at {r} calls/s"))
+            .unwrap_or_default(),
+        backends,
+        local.latency,
+        humantime::format_duration(args.duration + args.warmup),
+        match &target {
+            Some(t) => format!(", against {t} through overrides"),
+            None => ", each on a fresh local deployment".into(),
+        }
+    );
+    println!("{HEADER}");
+
+    let mut rows = Vec::new();
+    'matrix: for &fanout in &args.fanouts {
+        for &mode in &args.modes {
+            if *stop.borrow() {
+                break 'matrix;
+            }
+            let (fanout, mode): (Fanout, Mode) = (fanout.into(), mode.into());
+            let row = measure_row(
+                &args,
+                target.as_deref(),
+                backends,
+                fanout,
+                mode,
+                load.clone(),
+                stop.clone(),
+            )
+            .await?;
+            print_row(&row);
+            rows.push(row);
+        }
+    }
+    let report = CompareReport {
+        target: target.unwrap_or_else(|| "local".into()),
+        latency: local.latency.to_string(),
+        backends,
+        backend_workers: local.backend_workers,
+        aggregator_workers: local.aggregator_workers,
+        cores: cores(),
+        concurrency: args.load.concurrency,
+        rate: args.load.rate,
+        duration_s: args.duration.as_secs_f64(),
+        warmup_s: args.warmup.as_secs_f64(),
+        interrupted: *stop.borrow(),
+        scenarios: rows,
+    };
+    write_json(&args.json, &report)?;
+    crate::chart::write_svg(&args.chart, &report)?;
+    println!(
+        "\nwrote {} and {}",
+        args.json.display(),
+        args.chart.display()
+    );
+    Ok(report)
+}
+
+/// Checks a live target for `compare`; returns how many backends a call fans out to.
+async fn check_target(url: &str) -> anyhow::Result<usize> {
+    let channel = connect(url, 1).await?.remove(0);
+    probe(url, channel.clone(), Rpc::Aggregate).await?;
+    let req = AggregateRequest {
+        query: "loadgen-probe".into(),
+        fanout: Some(Fanout::Concurrent.into()),
+        mode: Some(Mode::Async.into()),
+        delay_ms: Some(1),
+        no_cache: true,
+        ..Default::default()
+    };
+    let reply = AggregatorClient::new(channel)
+        .aggregate(req)
+        .await
+        .map_err(|s| {
+            anyhow::anyhow!(
+                "{url} refused a call with overrides ({:?}: {}); compare drives a live deployment \
+             through overrides, so start the aggregator and its backends with --allow-overrides",
+                s.code(),
+                s.message()
+            )
+        })?;
+    let reply = reply.into_inner();
+    let refused = reply.results.iter().find(|r| {
+        matches!(&r.outcome, Some(fanout_proto::v1::backend_result::Outcome::Failure(f)) if f.code_name == "PERMISSION_DENIED")
+    });
+    if let Some(r) = refused {
+        bail!(
+            "backend {} behind {url} does not allow overrides: start it with --allow-overrides",
+            r.backend
+        );
+    }
+    Ok(reply.results.len().max(1))
+}
+
+async fn measure_row(
+    args: &CompareArgs,
+    target: Option<&str>,
+    backends: usize,
+    fanout: Fanout,
+    mode: Mode,
+    load: Load,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Row> {
+    let local = &args.local;
+    let bound = theory::bound(&Setup {
+        concurrency: args.load.concurrency as usize,
+        rate: args.load.rate,
+        fanout: Some(fanout),
+        mode,
+        backends,
+        latency: local.latency.clone(),
+        backend_workers: local.backend_workers as usize,
+        aggregator_workers: local.aggregator_workers as usize,
+        cores: cores(),
+    });
+    let load = windows(load, &bound);
+    let spec = DeploymentSpec {
+        backends,
+        latency: local.latency.clone(),
+        mode,
+        backend_workers: local.backend_workers as usize,
+        fanout: Some(fanout),
+        aggregator_workers: local.aggregator_workers as usize,
+    };
+    let (deployment, url) = match target {
+        Some(t) => (None, t.to_owned()),
+        None => {
+            tracing::debug!("starting {}", describe(&spec));
+            let d = Deployment::start(&spec).await?;
+            let url = d.target();
+            (Some(d), url)
+        }
+    };
+    let delay_ms = match (&local.latency, target) {
+        (LatencySpec::Fixed(d), Some(_)) => Some(d.as_millis() as u32),
+        _ => None,
+    };
+    let aggregate = AggregateRequest {
+        query: "loadgen".into(),
+        fanout: target.map(|_| fanout.into()),
+        mode: target.map(|_| mode.into()),
+        delay_ms,
+        no_cache: true,
+        ..Default::default()
+    };
+    let load_warmup = load.warmup;
+    let measured = async {
+        let channels = connect(&url, args.load.connections).await?;
+        let calls = calls(
+            Rpc::Aggregate,
+            &channels,
+            &FetchRequest::default(),
+            &aggregate,
+        );
+        let label = format!("{} / {}", fanout.cli_name(), mode.cli_name());
+        anyhow::Ok(measure(label, load, calls, stop).await)
+    }
+    .await;
+    if let Some(d) = deployment {
+        d.stop().await;
+    }
+    let outcome = measured?;
+    let p = outcome.stats.percentiles();
+    let calls_per_sec = report::rate(&outcome);
+    Ok(Row {
+        fanout: fanout.cli_name().into(),
+        backend_mode: mode.cli_name().into(),
+        concurrency: args.load.concurrency,
+        calls_per_sec,
+        littles_law_calls_per_sec: (args.load.rate.is_none() && outcome.stats.latency.mean() > 0.0)
+            .then(|| args.load.concurrency as f64 / (outcome.stats.latency.mean() / 1e6)),
+        theory_calls_per_sec: bound.calls_per_sec,
+        efficiency: calls_per_sec / bound.calls_per_sec,
+        limit: bound.limit.into(),
+        formula: bound.formula,
+        call_ms: bound.call_ms,
+        p50_ms: p.p50_ms,
+        p90_ms: p.p90_ms,
+        p99_ms: p.p99_ms,
+        max_ms: p.max_ms,
+        calls: outcome.stats.calls(),
+        errors: outcome.stats.errors(),
+        degraded: outcome.stats.degraded,
+        duration_s: outcome.elapsed.as_secs_f64(),
+        warmup_s: load_warmup.as_secs_f64(),
+    })
+}
+
+/// Stretches a closed loop's warm-up and window for slow configurations. With C callers and a
+/// bound of X calls/s, one call takes about C/X once queues have formed (Little's law). The
+/// warm-up must cover one such round for the queues to form, and the window several rounds:
+/// completions in these configurations come in bursts of up to C calls, so over a window of one
+/// round the count can be off by half. Capped, so a pathological configuration cannot stall the
+/// matrix.
+pub fn windows(mut load: Load, bound: &theory::Bound) -> Load {
+    if load.rate.is_some() || load.requests.is_some() {
+        return load;
+    }
+    let round = Duration::from_secs_f64(load.concurrency as f64 / bound.calls_per_sec.max(0.1));
+    load.warmup = load.warmup.max(round.min(Duration::from_secs(5)));
+    load.duration = load
+        .duration
+        .map(|d| d.max((round * 5).min(Duration::from_secs(12))));
+    load
+}

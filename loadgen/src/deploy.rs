@@ -1,0 +1,140 @@
+//! A local deployment for a measurement: backends and (optionally) an aggregator on loopback,
+//! in this process but each on a runtime of its own with the worker count the configuration
+//! calls for, exactly as the binaries run them. Stopped (and waited for) afterwards.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use backend::latency::LatencySpec;
+use fanout_common::thread::ServerThread;
+use fanout_proto::v1::{Fanout, Mode};
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct DeploymentSpec {
+    pub backends: usize,
+    pub latency: LatencySpec,
+    pub mode: Mode,
+    pub backend_workers: usize,
+    /// `None`: backends only.
+    pub fanout: Option<Fanout>,
+    pub aggregator_workers: usize,
+}
+
+/// Running servers; [`Deployment::stop`] shuts them down.
+#[derive(Debug)]
+pub struct Deployment {
+    pub backends: Vec<ServerThread>,
+    pub aggregator: Option<ServerThread>,
+}
+
+impl Deployment {
+    /// Starts the servers on free loopback ports and waits until each reports SERVING.
+    pub async fn start(spec: &DeploymentSpec) -> anyhow::Result<Self> {
+        let loopback = "127.0.0.1:0".parse().expect("loopback address");
+        let mut backends = Vec::with_capacity(spec.backends);
+        for i in 1..=spec.backends {
+            let config = backend::Config {
+                name: format!("b{i}"),
+                latency: spec.latency.clone(),
+                mode: spec.mode,
+                allow_overrides: true,
+                grace_period: Duration::from_secs(1),
+                ..backend::Config::default()
+            };
+            backends.push(
+                backend::spawn(config, spec.backend_workers, loopback)
+                    .context("cannot start a local backend")?,
+            );
+        }
+        let aggregator = match spec.fanout {
+            None => None,
+            Some(fanout) => {
+                let specs = backends
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| format!("b{}={}", i + 1, b.url()).parse())
+                    .collect::<Result<Vec<aggregator::BackendSpec>, String>>()
+                    .map_err(anyhow::Error::msg)?;
+                // Measure the fan-out itself: no retries, no cache, no shedding, and deadlines
+                // far beyond any queueing a blocking configuration builds up.
+                let config = aggregator::Config {
+                    fanout,
+                    attempt_timeout: Duration::from_secs(60),
+                    deadline: Duration::from_secs(60),
+                    retry: aggregator::retry::RetryPolicy {
+                        max_attempts: 1,
+                        ..Default::default()
+                    },
+                    backend_concurrency: 100_000,
+                    max_in_flight: 100_000,
+                    allow_overrides: true,
+                    grace_period: Duration::from_secs(1),
+                    ..aggregator::Config::new(specs)
+                };
+                Some(
+                    aggregator::spawn(config, spec.aggregator_workers, loopback)
+                        .context("cannot start a local aggregator")?,
+                )
+            }
+        };
+        let deployment = Deployment {
+            backends,
+            aggregator,
+        };
+        for server in deployment.backends.iter().chain(&deployment.aggregator) {
+            wait_serving(&server.url(), Duration::from_secs(10)).await?;
+        }
+        Ok(deployment)
+    }
+
+    /// The URL the load should target: the aggregator, or the first backend.
+    pub fn target(&self) -> String {
+        self.aggregator.as_ref().unwrap_or(&self.backends[0]).url()
+    }
+
+    /// Shuts every server down and waits for them (on a blocking thread: the drain needs the
+    /// caller's runtime to keep going).
+    pub async fn stop(self) {
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(a) = self.aggregator {
+                a.stop();
+            }
+            for b in self.backends {
+                b.stop();
+            }
+        })
+        .await;
+    }
+}
+
+/// Polls health until the server at `url` reports SERVING.
+pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last_error = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match health(url).await {
+            Ok(ServingStatus::Serving) => return Ok(()),
+            Ok(other) => last_error = format!("health is {other:?}"),
+            Err(e) => last_error = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{url} did not become healthy within {limit:?}: {last_error}")
+}
+
+/// One health check of the whole server at `url`, bounded to two seconds.
+pub async fn health(url: &str) -> anyhow::Result<ServingStatus> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(2));
+    let channel = endpoint.connect().await?;
+    let reply = HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await?;
+    Ok(reply.into_inner().status())
+}

@@ -1,0 +1,43 @@
+//! The `loadgen` binary: parse flags, run the subcommand, print the report. Ctrl-C stops the
+//! load and prints what was measured so far.
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use loadgen::cli::{Cli, Command};
+use tokio::sync::watch;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber_init();
+    let runtime = fanout_common::thread::runtime(0, "loadgen")?;
+    runtime.block_on(async {
+        let (stop_tx, stop) = watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ninterrupted: stopping, then reporting what was measured");
+                let _ = stop_tx.send(true);
+            }
+        });
+        match cli.command {
+            Command::Run(args) => {
+                let json = args.json.clone();
+                let report = loadgen::run(args, stop).await?;
+                report.print();
+                if let Some(path) = json {
+                    loadgen::report::write_json(&path, &report)?;
+                    println!("wrote {}", path.display());
+                }
+            }
+            Command::Compare(args) => {
+                loadgen::compare(args, stop).await?;
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+/// Only errors by default: the local deployment's servers would otherwise interleave their
+/// logs (stall warnings in the blocking configurations) with the table. RUST_LOG widens it.
+fn tracing_subscriber_init() {
+    fanout_common::telemetry::init_with_default(fanout_common::telemetry::LogFormat::Text, "error");
+}

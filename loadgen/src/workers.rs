@@ -1,0 +1,302 @@
+//! The load itself: `concurrency` worker tasks calling the target, in a closed loop (each
+//! worker calls again as soon as its call returns) or an open loop at a constant rate.
+//!
+//! In rate mode the calls follow a schedule (call `i` is due at `start + i / rate`) and each
+//! call's latency is measured from when it was *due*, not from when a worker got round to
+//! sending it. A server that stalls makes the calls queued behind the stall count as slow, as
+//! they would for real users, instead of hiding them (coordinated omission). `concurrency` is
+//! then the most calls outstanding at once.
+//!
+//! Each worker keeps its own [`Stats`]; they are merged when the run ends. Live progress goes
+//! through a few shared atomics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use fanout_proto::v1::aggregator_client::AggregatorClient;
+use fanout_proto::v1::backend_client::BackendClient;
+use fanout_proto::v1::{AggregateRequest, FetchRequest, aggregate_event::Event};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::stats::Stats;
+
+/// How much load, for how long.
+#[derive(Debug, Clone)]
+pub struct Load {
+    /// Worker tasks: callers in a closed loop, the most outstanding calls at a rate.
+    pub concurrency: usize,
+    /// Calls per second (open loop); `None` for a closed loop.
+    pub rate: Option<f64>,
+    /// How long to measure (after the warm-up).
+    pub duration: Option<Duration>,
+    /// How many calls to measure (after the warm-up).
+    pub requests: Option<u64>,
+    /// Calls during this first stretch are made but not measured.
+    pub warmup: Duration,
+    /// Bound on one call (sent as grpc-timeout too).
+    pub timeout: Duration,
+}
+
+/// One kind of call, ready to send (cloning shares the connection).
+#[derive(Debug, Clone)]
+pub enum Call {
+    Fetch(BackendClient<Channel>, FetchRequest),
+    Aggregate(AggregatorClient<Channel>, AggregateRequest),
+    Stream(AggregatorClient<Channel>, AggregateRequest),
+}
+
+/// What one call came to.
+struct Done {
+    code: Code,
+    degraded: bool,
+    first_result: Option<Duration>,
+    results: u64,
+}
+
+impl Done {
+    fn status(code: Code) -> Self {
+        Done {
+            code,
+            degraded: false,
+            first_result: None,
+            results: 0,
+        }
+    }
+}
+
+impl Call {
+    async fn invoke(&mut self, limit: Duration) -> Done {
+        let started = Instant::now();
+        let call = async {
+            match self {
+                Call::Fetch(client, req) => {
+                    let mut r = tonic::Request::new(req.clone());
+                    r.set_timeout(limit);
+                    match client.fetch(r).await {
+                        Ok(_) => Done::status(Code::Ok),
+                        Err(s) => Done::status(s.code()),
+                    }
+                }
+                Call::Aggregate(client, req) => {
+                    let mut r = tonic::Request::new(req.clone());
+                    r.set_timeout(limit);
+                    match client.aggregate(r).await {
+                        Ok(reply) => {
+                            let s = reply.into_inner().summary.unwrap_or_default();
+                            Done {
+                                degraded: s.failed + s.timed_out > 0,
+                                ..Done::status(Code::Ok)
+                            }
+                        }
+                        Err(s) => Done::status(s.code()),
+                    }
+                }
+                Call::Stream(client, req) => {
+                    let mut r = tonic::Request::new(req.clone());
+                    r.set_timeout(limit);
+                    let mut stream = match client.aggregate_stream(r).await {
+                        Ok(s) => s.into_inner(),
+                        Err(s) => return Done::status(s.code()),
+                    };
+                    let mut done = Done::status(Code::Ok);
+                    loop {
+                        match stream.message().await {
+                            Ok(Some(ev)) => match ev.event {
+                                Some(Event::Result(_)) => {
+                                    done.results += 1;
+                                    done.first_result.get_or_insert_with(|| started.elapsed());
+                                }
+                                Some(Event::Summary(s)) => {
+                                    done.degraded = s.failed + s.timed_out > 0
+                                }
+                                None => {}
+                            },
+                            Ok(None) => return done,
+                            Err(s) => {
+                                return Done {
+                                    code: s.code(),
+                                    ..done
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        timeout(limit, call)
+            .await
+            .unwrap_or(Done::status(Code::DeadlineExceeded))
+    }
+}
+
+/// Live counters for the progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub calls: AtomicU64,
+    pub errors: AtomicU64,
+    /// Set once the warm-up is over.
+    pub measuring: AtomicBool,
+}
+
+/// The result of a run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub stats: Stats,
+    /// The measured window: from the end of the warm-up to the end of the run.
+    pub elapsed: Duration,
+    /// Stopped early by Ctrl-C.
+    pub interrupted: bool,
+}
+
+/// Shared schedule of one run.
+struct Schedule {
+    load: Load,
+    start: Instant,
+    measure_from: Instant,
+    end: Option<Instant>,
+    /// Rate mode: the next call's number in the schedule.
+    tickets: AtomicU64,
+    /// Measured calls so far, for `--requests`.
+    measured: AtomicU64,
+}
+
+/// Runs `load` with the workers spread over `calls` (one per connection) until the duration
+/// or the request count is reached, or `stop` turns true.
+pub async fn drive(
+    load: Load,
+    calls: Vec<Call>,
+    progress: Arc<Progress>,
+    stop: watch::Receiver<bool>,
+) -> Outcome {
+    let start = Instant::now();
+    let measure_from = start + load.warmup;
+    let schedule = Arc::new(Schedule {
+        end: load.duration.map(|d| measure_from + d),
+        start,
+        measure_from,
+        tickets: AtomicU64::new(0),
+        measured: AtomicU64::new(0),
+        load,
+    });
+    let mut workers = JoinSet::new();
+    for w in 0..schedule.load.concurrency.max(1) {
+        let call = calls[w % calls.len()].clone();
+        workers.spawn(worker(
+            schedule.clone(),
+            call,
+            progress.clone(),
+            stop.clone(),
+        ));
+    }
+    {
+        let progress = progress.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = sleep_until(measure_from) => progress.measuring.store(true, Relaxed),
+                _ = stop.changed() => {}
+            }
+        });
+    }
+    let mut stats = Stats::default();
+    let mut last = measure_from;
+    while let Some(done) = workers.join_next().await {
+        if let Ok((s, finished)) = done {
+            stats.merge(&s);
+            last = last.max(finished);
+        }
+    }
+    let interrupted = *stop.borrow();
+    let elapsed = match (schedule.end, schedule.load.rate) {
+        // Closed loop with a duration: completions inside the window, over the window.
+        (Some(end), None) if !interrupted => end - measure_from,
+        _ => last.saturating_duration_since(measure_from),
+    };
+    Outcome {
+        stats,
+        elapsed,
+        interrupted,
+    }
+}
+
+/// One worker; returns its stats and when its last measured call finished.
+async fn worker(
+    s: Arc<Schedule>,
+    mut call: Call,
+    progress: Arc<Progress>,
+    mut stop: watch::Receiver<bool>,
+) -> (Stats, Instant) {
+    let mut stats = Stats::default();
+    let mut last = s.measure_from;
+    let cut_off = async {
+        match s.end.filter(|_| s.load.rate.is_none()) {
+            // A closed loop ends at the end of the window, abandoning calls in flight.
+            Some(end) => sleep_until(end).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cut_off);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let due = match s.load.rate {
+            Some(rate) => {
+                let i = s.tickets.fetch_add(1, Relaxed);
+                let due = s.start + Duration::from_secs_f64(i as f64 / rate);
+                if s.end.is_some_and(|end| due >= end) {
+                    break;
+                }
+                tokio::select! {
+                    () = sleep_until(due) => {}
+                    _ = stop.changed() => break,
+                }
+                due
+            }
+            None => Instant::now(),
+        };
+        if s.end.is_some_and(|end| due >= end) {
+            break;
+        }
+        // In rate mode a call belongs to the window it was due in; in a closed loop, to the
+        // window it completes in.
+        let counted_by_due = s.load.rate.is_some() && due >= s.measure_from;
+        if let Some(n) = s.load.requests {
+            let may_count =
+                counted_by_due || (s.load.rate.is_none() && Instant::now() >= s.measure_from);
+            if may_count && s.measured.fetch_add(1, Relaxed) >= n {
+                break;
+            }
+        }
+        let done = tokio::select! {
+            done = call.invoke(s.load.timeout) => done,
+            () = &mut cut_off => break,
+            _ = stop.changed() => break,
+        };
+        let finished = Instant::now();
+        let measured = if s.load.rate.is_some() {
+            counted_by_due
+        } else {
+            finished >= s.measure_from
+        };
+        if measured {
+            stats.record(done.code, finished - due);
+            if let Some(t) = done.first_result {
+                stats.record_first_result(t);
+            }
+            stats.degraded += u64::from(done.degraded);
+            stats.stream_results += done.results;
+            progress.calls.fetch_add(1, Relaxed);
+            if done.code != Code::Ok {
+                progress.errors.fetch_add(1, Relaxed);
+            }
+            last = finished;
+        }
+    }
+    (stats, last)
+}
