@@ -25,6 +25,24 @@ pub enum Command {
     /// The matrix: every backend --mode against every aggregator --fanout under the same load,
     /// each beside its theoretical bound; prints a table, writes JSON and an SVG chart.
     Compare(CompareArgs),
+    /// Exit 0 when the server at URL reports SERVING on grpc.health.v1, 1 otherwise: for
+    /// container healthchecks and scripts.
+    Health(HealthArgs),
+}
+
+/// `loadgen health`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthArgs {
+    /// The server, e.g. http://127.0.0.1:50051 (or 127.0.0.1:50051).
+    pub url: String,
+
+    /// The service to ask about; empty means the whole server.
+    #[arg(long, default_value = "")]
+    pub service: String,
+
+    /// How long to wait for an answer.
+    #[arg(long, default_value = "2s", value_parser = positive_duration)]
+    pub timeout: Duration,
 }
 
 /// How much load; shared by `run` and `compare`.

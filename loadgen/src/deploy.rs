@@ -115,7 +115,7 @@ pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut last_error = String::new();
     while tokio::time::Instant::now() < deadline {
-        match health(url).await {
+        match health(url, "", Duration::from_secs(2)).await {
             Ok(ServingStatus::Serving) => return Ok(()),
             Ok(other) => last_error = format!("health is {other:?}"),
             Err(e) => last_error = e.to_string(),
@@ -125,15 +125,15 @@ pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not become healthy within {limit:?}: {last_error}")
 }
 
-/// One health check of the whole server at `url`, bounded to two seconds.
-pub async fn health(url: &str) -> anyhow::Result<ServingStatus> {
+/// One health check of `service` ("" = the whole server) at `url`, bounded by `limit`.
+pub async fn health(url: &str, service: &str, limit: Duration) -> anyhow::Result<ServingStatus> {
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(2));
+        .connect_timeout(limit)
+        .timeout(limit);
     let channel = endpoint.connect().await?;
     let reply = HealthClient::new(channel)
         .check(HealthCheckRequest {
-            service: String::new(),
+            service: service.to_owned(),
         })
         .await?;
     Ok(reply.into_inner().status())

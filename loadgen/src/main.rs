@@ -31,6 +31,22 @@ fn main() -> anyhow::Result<()> {
             Command::Compare(args) => {
                 loadgen::compare(args, stop).await?;
             }
+            Command::Health(args) => {
+                let url = loadgen::normalize_url(&args.url);
+                match loadgen::deploy::health(&url, &args.service, args.timeout).await {
+                    Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => {
+                        println!("SERVING");
+                    }
+                    Ok(status) => {
+                        eprintln!("{url}: {}", status.as_str_name());
+                        std::process::exit(1);
+                    }
+                    Err(e) => {
+                        eprintln!("{url}: not healthy: {e:#}");
+                        std::process::exit(1);
+                    }
+                }
+            }
         }
         anyhow::Ok(())
     })
