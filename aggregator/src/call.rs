@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use fanout_common::Counters;
+use fanout_common::{Counters, propagation};
 use fanout_proto::v1::{BackendResult, FetchReply, FetchRequest, backend_result::Outcome};
 use tokio::time::{Instant, sleep, timeout};
 use tonic::Code;
 use tower::retry::budget::{Budget, TpsBudget};
+use tracing::Instrument;
 
 use crate::backends::BackendHandle;
 use crate::cache::Cache;
@@ -25,12 +26,39 @@ pub struct CallContext {
     pub counters: Arc<Counters>,
 }
 
-/// Calls one backend for `plan`; never fails: a failure is the result's `failure`.
+/// Calls one backend for `plan`; never fails: a failure is the result's `failure`. Traced as a
+/// `backend` span (a child of the current span) with one `attempt` span per attempt.
 pub async fn call_backend(
     ctx: &CallContext,
     backend: &BackendHandle,
     plan: &Plan,
 ) -> BackendResult {
+    let span = tracing::info_span!(
+        "backend",
+        otel.name = format!("backend {}", backend.name),
+        backend = backend.name,
+        attempts = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        from_cache = tracing::field::Empty,
+    );
+    let result = traced_call(ctx, backend, plan)
+        .instrument(span.clone())
+        .await;
+    span.record("attempts", result.attempts);
+    span.record("from_cache", result.from_cache);
+    match &result.outcome {
+        Some(Outcome::Failure(f)) => {
+            span.record("outcome", f.code_name.as_str());
+            propagation::set_error(&span, f.message.clone());
+        }
+        _ => {
+            span.record("outcome", "OK");
+        }
+    }
+    result
+}
+
+async fn traced_call(ctx: &CallContext, backend: &BackendHandle, plan: &Plan) -> BackendResult {
     let cache = ctx.cache.as_ref().filter(|_| plan.use_cache);
     if let Some(reply) = cache.and_then(|c| c.get(&backend.name, &plan.query)) {
         Counters::bump(&ctx.counters.cache_hits);
@@ -85,11 +113,29 @@ async fn with_retries(
 ) -> (Result<FetchReply, fanout_proto::v1::Failure>, u32) {
     ctx.budget.deposit();
     let mut attempt = 0;
+    let mut backoff_ms = 0.0;
     loop {
         attempt += 1;
-        let err = match one_attempt(ctx, backend, plan, attempt).await {
-            Ok(reply) => return (Ok(reply), attempt),
-            Err(err) => err,
+        let span = tracing::info_span!(
+            "attempt",
+            otel.name = format!("attempt {attempt}"),
+            attempt,
+            backoff_ms,
+            outcome = tracing::field::Empty,
+        );
+        let outcome = one_attempt(ctx, backend, plan, attempt)
+            .instrument(span.clone())
+            .await;
+        let err = match outcome {
+            Ok(reply) => {
+                span.record("outcome", "OK");
+                return (Ok(reply), attempt);
+            }
+            Err(err) => {
+                span.record("outcome", crate::error::code_name(err.code()));
+                propagation::set_error(&span, err.to_string());
+                err
+            }
         };
         let stopped = if !err.retryable() {
             None
@@ -108,6 +154,7 @@ async fn with_retries(
             } else {
                 Counters::bump(&ctx.counters.retries);
                 tracing::debug!(backend = backend.name, attempt, ?backoff, error = %err, "retrying");
+                backoff_ms = backoff.as_secs_f64() * 1e3;
                 sleep(backoff).await;
                 continue;
             }
@@ -177,6 +224,8 @@ async fn one_attempt(
         mode: plan.mode.map(Into::into),
     });
     req.set_timeout(limit);
+    // The backend's server span becomes a child of this attempt's span.
+    propagation::inject(&tracing::Span::current(), &mut req);
     Counters::bump(&ctx.counters.backend_attempts);
     let started = Instant::now();
     match timeout(limit, backend.client.clone().fetch(req)).await {

@@ -19,6 +19,7 @@ use fanout_common::thread::runtime;
 use fanout_proto::v1::{BackendResult, Fanout, Summary, backend_result::Outcome};
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use tonic::Code;
+use tracing::Instrument;
 
 use crate::backends::Backends;
 use crate::call::{CallContext, call_backend, not_called};
@@ -47,9 +48,12 @@ impl Fanouts {
         &self.backends
     }
 
-    /// Each target backend's result, in completion order.
+    /// Each target backend's result, in completion order. Call it inside the call's server span:
+    /// the backend calls' spans hang under it, even when a stream is polled outside it, and it
+    /// stays open until the last backend has answered.
     pub fn results(&self, plan: Arc<Plan>) -> BoxStream<'static, BackendResult> {
         let (ctx, backends) = (self.ctx.clone(), self.backends.clone());
+        let parent = tracing::Span::current();
         match plan.fanout {
             Fanout::Concurrent | Fanout::Unspecified => plan
                 .targets
@@ -57,6 +61,7 @@ impl Fanouts {
                 .map(|&i| {
                     let (ctx, backends, plan) = (ctx.clone(), backends.clone(), plan.clone());
                     async move { call_backend(&ctx, backends.get(i), &plan).await }
+                        .instrument(parent.clone())
                 })
                 .collect::<FuturesUnordered<_>>()
                 .boxed(),
@@ -64,6 +69,7 @@ impl Fanouts {
                 .then(move |i| {
                     let (ctx, backends, plan) = (ctx.clone(), backends.clone(), plan.clone());
                     async move { call_backend(&ctx, backends.get(i), &plan).await }
+                        .instrument(parent.clone())
                 })
                 .boxed(),
             Fanout::Blocking => {
@@ -72,7 +78,7 @@ impl Fanouts {
                     .get_or_init(|| Arc::new(SyncClient::new(&self.backends)))
                     .clone();
                 stream::iter(plan.targets.clone())
-                    .map(move |i| sync.call_blocking(&ctx, &plan, i))
+                    .map(move |i| sync.call_blocking(&ctx, &plan, i, &parent))
                     .boxed()
             }
         }
@@ -110,17 +116,26 @@ impl SyncClient {
         }
     }
 
-    /// Calls backend `i` and blocks the calling thread until it answers.
-    fn call_blocking(&self, ctx: &Arc<CallContext>, plan: &Arc<Plan>, i: usize) -> BackendResult {
+    /// Calls backend `i` and blocks the calling thread until it answers; traced under `parent`.
+    fn call_blocking(
+        &self,
+        ctx: &Arc<CallContext>,
+        plan: &Arc<Plan>,
+        i: usize,
+        parent: &tracing::Span,
+    ) -> BackendResult {
         let Some(rt) = &self.runtime else {
             let err = CallError::Status(tonic::Status::internal("blocking fan-out is unavailable"));
             return not_called(self.backends.get(i), plan, &err);
         };
         let (tx, rx) = mpsc::sync_channel(1);
         let (ctx, plan2, backends) = (ctx.clone(), plan.clone(), self.backends.clone());
-        rt.spawn(async move {
-            let _ = tx.send(call_backend(&ctx, backends.get(i), &plan2).await);
-        });
+        rt.spawn(
+            async move {
+                let _ = tx.send(call_backend(&ctx, backends.get(i), &plan2).await);
+            }
+            .instrument(parent.clone()),
+        );
         // ON PURPOSE: this blocks the async worker thread running this call.
         rx.recv().unwrap_or_else(|_| {
             let err = CallError::Status(tonic::Status::internal("the blocking call was dropped"));

@@ -1,4 +1,4 @@
-//! The `aggregator` binary: parse flags, start logging, serve until SIGINT/SIGTERM.
+//! The `aggregator` binary: parse flags, start logging and tracing, serve until SIGINT/SIGTERM.
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
@@ -13,13 +13,20 @@ fn main() -> anyhow::Result<()> {
             clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")).exit()
         }
     };
-    telemetry::init(cli.log_format);
     let workers = cli.workers.map_or(0, usize::from);
-    runtime(workers, "aggregator-worker")?.block_on(async {
+    let runtime = runtime(workers, "aggregator-worker")?;
+    // The exporter's channel lives on the runtime, so set telemetry up inside it.
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        telemetry::init(&cli.telemetry, "aggregator").map_err(anyhow::Error::msg)?
+    };
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         aggregator::run(config, listener, shutdown::signal()).await?;
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    telemetry.shutdown();
+    served
 }

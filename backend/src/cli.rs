@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use fanout_common::cli::duration;
-use fanout_common::telemetry::LogFormat;
+use fanout_common::telemetry::TelemetryArgs;
 use fanout_proto::v1::Mode;
 
 use crate::latency::LatencySpec;
@@ -57,9 +57,8 @@ pub struct Cli {
     #[arg(long, env = "BACKEND_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
     pub grace_period: Duration,
 
-    /// Log line format (filter with RUST_LOG, e.g. RUST_LOG=debug for a line per call).
-    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
 }
 
 /// `--mode`: how a call waits out its latency.

@@ -1,4 +1,4 @@
-//! The `backend` binary: parse flags, start logging, serve until SIGINT/SIGTERM.
+//! The `backend` binary: parse flags, start logging and tracing, serve until SIGINT/SIGTERM.
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
@@ -7,13 +7,21 @@ use fanout_common::{shutdown, telemetry, thread::runtime};
 
 fn main() -> anyhow::Result<()> {
     let cli = backend::cli::Cli::parse();
-    telemetry::init(cli.log_format);
     let workers = cli.workers.map_or(0, usize::from);
-    runtime(workers, "backend-worker")?.block_on(async {
+    let runtime = runtime(workers, "backend-worker")?;
+    // The exporter's channel lives on the runtime, so set telemetry up inside it.
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        telemetry::init(&cli.telemetry, &format!("backend-{}", cli.name))
+            .map_err(anyhow::Error::msg)?
+    };
+    let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(cli.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cli.listen))?;
         backend::run(cli.config(), listener, shutdown::signal()).await?;
-        Ok(())
-    })
+        anyhow::Ok(())
+    });
+    telemetry.shutdown();
+    served
 }

@@ -12,6 +12,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::Config;
 
@@ -184,6 +185,9 @@ impl Backend for BackendService {
             Err(status) => Err(status),
         };
         guard.finish(result.is_ok());
+        if let Err(status) = &result {
+            fanout_common::propagation::set_error(&tracing::Span::current(), status.message());
+        }
         result.map(Response::new)
     }
 
@@ -199,7 +203,15 @@ impl BackendService {
         plan: Plan,
         caller_timeout: Option<Duration>,
     ) -> Result<FetchReply, Status> {
-        wait(plan.mode, plan.delay, &self.cpu_pool).await?;
+        let span = tracing::info_span!(
+            "wait",
+            otel.name = format!("wait {} {}ms", plan.mode.cli_name(), plan.delay.as_millis()),
+            mode = plan.mode.cli_name(),
+            delay_ms = plan.delay.as_millis() as u64,
+        );
+        wait(plan.mode, plan.delay, &self.cpu_pool)
+            .instrument(span)
+            .await?;
         let name = &self.config.name;
         if plan.fail {
             return Err(Status::unavailable(format!(

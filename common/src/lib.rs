@@ -9,7 +9,8 @@
 //! - [`shutdown`]: one future for SIGINT and SIGTERM.
 //! - [`thread`]: start a server on a runtime of its own, with its own worker count, on a thread
 //!   (tests and the loadgen's local deployment).
-//! - [`telemetry`]: log set-up (`RUST_LOG`, text or JSON).
+//! - [`telemetry`]: logs (`RUST_LOG`, text or JSON) and OTLP trace export.
+//! - [`propagation`]: W3C trace context in and out of gRPC metadata; the server span of a call.
 //! - [`deadline`]: the caller's `grpc-timeout`.
 //! - [`cli`]: flag parsers shared by the binaries (human durations).
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod counters;
 pub mod deadline;
 pub mod lag;
 pub mod process_time;
+pub mod propagation;
 pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -80,6 +80,8 @@ impl Server {
             // connection (and any calls on it) released.
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            // A span per call, continuing the caller's trace.
+            .trace_fn(crate::propagation::server_span)
             .layer(ProcessTimeLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {

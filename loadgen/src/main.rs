@@ -55,5 +55,5 @@ fn main() -> anyhow::Result<()> {
 /// Only errors by default: the local deployment's servers would otherwise interleave their
 /// logs (stall warnings in the blocking configurations) with the table. RUST_LOG widens it.
 fn tracing_subscriber_init() {
-    fanout_common::telemetry::init_with_default(fanout_common::telemetry::LogFormat::Text, "error");
+    fanout_common::telemetry::init_logs(fanout_common::telemetry::LogFormat::Text, "error");
 }

@@ -3,6 +3,9 @@
 //! clients to them. Servers stop when their handle is dropped.
 #![forbid(unsafe_code)]
 
+pub mod otlp;
+pub mod process;
+
 use std::time::{Duration, Instant};
 
 use fanout_common::thread::ServerThread;

@@ -1,0 +1,67 @@
+//! W3C trace context over gRPC metadata: the server span of every call continues the caller's
+//! trace (`traceparent` in the request headers), and outgoing calls carry the current span's
+//! context.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// Reads propagation headers from an HTTP request.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// Writes propagation headers into gRPC metadata.
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+/// The server span of one incoming call (tonic's `trace_fn`), a child of the caller's span when
+/// the request carries a `traceparent`. Health checks and reflection get none: a container
+/// health check every few seconds would bury the calls that matter.
+pub fn server_span(req: &http::Request<()>) -> tracing::Span {
+    let path = req.uri().path();
+    if path.starts_with("/grpc.health.") || path.starts_with("/grpc.reflection.") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "server",
+        rpc.system = "grpc",
+    );
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
+    // Must happen before the span is first entered; tonic enters it after this returns.
+    let _ = span.set_parent(parent);
+    span
+}
+
+/// Puts `span`'s trace context into an outgoing request's metadata.
+pub fn inject<T>(span: &tracing::Span, req: &mut tonic::Request<T>) {
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut()))
+    });
+}
+
+/// Marks `span` as failed in the exported trace, with `message`.
+pub fn set_error(span: &tracing::Span, message: impl Into<String>) {
+    span.set_status(opentelemetry::trace::Status::error(message.into()));
+}
