@@ -101,6 +101,16 @@ pub struct BackendHandle {
     /// Slots for calls in flight at this backend (`--backend-concurrency`).
     pub slots: Arc<Semaphore>,
     pub slot_count: usize,
+    pub keepalive: Keepalive,
+}
+
+/// HTTP/2 keepalive settings of the backend channels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Keepalive {
+    /// A ping this often...
+    pub interval: Duration,
+    /// ...and the connection is dropped when one goes unanswered this long.
+    pub timeout: Duration,
 }
 
 /// All backends, in configuration order.
@@ -110,14 +120,15 @@ pub struct Backends(Vec<BackendHandle>);
 impl Backends {
     /// Creates a lazily connected channel per backend. Must run inside a tokio runtime (the
     /// channel's connection task lives there).
-    pub fn connect(specs: &[BackendSpec], concurrency: usize) -> Self {
+    pub fn connect(specs: &[BackendSpec], concurrency: usize, keepalive: Keepalive) -> Self {
         Backends(
             specs
                 .iter()
                 .map(|spec| BackendHandle {
                     name: spec.name.clone(),
                     url: spec.url.clone(),
-                    client: BackendClient::new(channel(&spec.url)),
+                    client: BackendClient::new(channel(&spec.url, keepalive)),
+                    keepalive,
                     slots: Arc::new(Semaphore::new(concurrency)),
                     slot_count: concurrency,
                 })
@@ -134,7 +145,8 @@ impl Backends {
                 .map(|b| BackendHandle {
                     name: b.name.clone(),
                     url: b.url.clone(),
-                    client: BackendClient::new(channel(&b.url)),
+                    client: BackendClient::new(channel(&b.url, b.keepalive)),
+                    keepalive: b.keepalive,
                     slots: b.slots.clone(),
                     slot_count: b.slot_count,
                 })
@@ -170,7 +182,7 @@ impl Backends {
 }
 
 /// One HTTP/2 channel to `url`, connected on first use and reconnected after failures.
-fn channel(url: &str) -> Channel {
+fn channel(url: &str, keepalive: Keepalive) -> Channel {
     // The URL was checked when the flags were parsed.
     let endpoint = Endpoint::from_shared(url.to_owned()).expect("checked backend URL");
     endpoint
@@ -180,8 +192,8 @@ fn channel(url: &str) -> Channel {
         .tcp_nodelay(true)
         // HTTP/2 pings notice a backend that died without closing its connection (a host that
         // vanished, a SIGSTOPped process), so the channel reconnects instead of waiting forever.
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(keepalive.interval)
+        .keep_alive_timeout(keepalive.timeout)
         .keep_alive_while_idle(true)
         .connect_lazy()
 }

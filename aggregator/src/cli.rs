@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use fanout_common::cli::duration;
+use fanout_common::cli::{duration, positive_duration};
 use fanout_common::telemetry::TelemetryArgs;
 use fanout_proto::v1::Fanout;
 
@@ -78,6 +78,15 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_FANOUT", value_enum, default_value_t = FanoutArg::Concurrent)]
     pub fanout: FanoutArg,
 
+    /// Send an HTTP/2 ping to each backend this often, so a backend that died without closing
+    /// its connection (a vanished host, a stopped process) is noticed and reconnected.
+    #[arg(long, env = "AGGREGATOR_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = positive_duration)]
+    pub keepalive_interval: Duration,
+
+    /// How long a ping may go unanswered before the connection is dropped.
+    #[arg(long, env = "AGGREGATOR_KEEPALIVE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
+    pub keepalive_timeout: Duration,
+
     /// Keep each backend's reply to a query this long (`0s` = no cache).
     #[arg(long, env = "AGGREGATOR_CACHE_TTL", default_value = "0s", value_parser = duration)]
     pub cache_ttl: Duration,
@@ -91,6 +100,11 @@ pub struct Cli {
     /// deployment.
     #[arg(long, env = "AGGREGATOR_ALLOW_OVERRIDES")]
     pub allow_overrides: bool,
+
+    /// On SIGTERM/SIGINT, how long to keep serving with health NOT_SERVING before closing the
+    /// listener, so load balancers stop sending calls first.
+    #[arg(long, env = "AGGREGATOR_DRAIN_DELAY", default_value = "0s", value_parser = duration)]
+    pub drain_delay: Duration,
 
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[arg(long, env = "AGGREGATOR_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
@@ -146,8 +160,11 @@ impl Cli {
             backend_concurrency: self.backend_concurrency as usize,
             max_in_flight: self.max_in_flight as usize,
             fanout: self.fanout.into(),
+            keepalive_interval: self.keepalive_interval,
+            keepalive_timeout: self.keepalive_timeout,
             cache_ttl: self.cache_ttl,
             allow_overrides: self.allow_overrides,
+            drain_delay: self.drain_delay,
             grace_period: self.grace_period,
         })
     }

@@ -65,10 +65,16 @@ pub struct Config {
     pub max_in_flight: usize,
     /// The fan-out used unless a request overrides it.
     pub fanout: Fanout,
+    /// HTTP/2 pings to each backend this often; a backend that does not answer one within
+    /// `keepalive_timeout` has its connection dropped and reconnected.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
     /// How long a backend's reply stays cached; zero turns the cache off.
     pub cache_ttl: Duration,
     /// Whether requests may set `fanout`, `mode` and `delay_ms`.
     pub allow_overrides: bool,
+    /// After a shutdown signal, how long to keep serving with health NOT_SERVING.
+    pub drain_delay: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub grace_period: Duration,
 }
@@ -84,8 +90,11 @@ impl Config {
             backend_concurrency: 100,
             max_in_flight: 1000,
             fanout: Fanout::Concurrent,
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_timeout: Duration::from_secs(5),
             cache_ttl: Duration::ZERO,
             allow_overrides: false,
+            drain_delay: Duration::ZERO,
             grace_period: Duration::from_secs(10),
         }
     }
@@ -110,6 +119,7 @@ pub async fn run(
     let server = Server {
         service_name: <AggregatorServer<AggregatorService> as NamedService>::NAME,
         counters: counters.clone(),
+        drain_delay: config.drain_delay,
         grace: config.grace_period,
     };
     let service = AggregatorServer::new(AggregatorService::new(config, counters))

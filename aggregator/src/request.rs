@@ -190,7 +190,11 @@ mod tests {
             allow_overrides,
             ..Config::new(specs)
         };
-        let backends = Backends::connect(&config.backends, 4);
+        let keepalive = crate::backends::Keepalive {
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+        };
+        let backends = Backends::connect(&config.backends, 4, keepalive);
         (config, backends)
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use crate::Config;
-use crate::backends::Backends;
+use crate::backends::{Backends, Keepalive};
 use crate::cache::Cache;
 use crate::call::CallContext;
 use crate::error::RequestError;
@@ -47,9 +47,14 @@ struct Admitted {
 
 impl AggregatorService {
     pub fn new(config: Config, counters: Arc<Counters>) -> Self {
+        let keepalive = Keepalive {
+            interval: config.keepalive_interval,
+            timeout: config.keepalive_timeout,
+        };
         let backends = Arc::new(Backends::connect(
             &config.backends,
             config.backend_concurrency,
+            keepalive,
         ));
         let cache = Cache::new(config.cache_ttl);
         let ctx = Arc::new(CallContext {

@@ -53,6 +53,11 @@ pub struct Cli {
     #[arg(long, env = "BACKEND_SEED")]
     pub seed: Option<u64>,
 
+    /// On SIGTERM/SIGINT, how long to keep serving with health NOT_SERVING before closing the
+    /// listener, so load balancers stop sending calls first.
+    #[arg(long, env = "BACKEND_DRAIN_DELAY", default_value = "0s", value_parser = duration)]
+    pub drain_delay: Duration,
+
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
     #[arg(long, env = "BACKEND_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
     pub grace_period: Duration,
@@ -98,6 +103,7 @@ impl Cli {
             mode: self.mode.into(),
             allow_overrides: self.allow_overrides,
             seed: self.seed,
+            drain_delay: self.drain_delay,
             grace_period: self.grace_period,
         }
     }

@@ -51,6 +51,8 @@ pub struct Config {
     pub allow_overrides: bool,
     /// Makes the draws repeatable.
     pub seed: Option<u64>,
+    /// After a shutdown signal, how long to keep serving with health NOT_SERVING.
+    pub drain_delay: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub grace_period: Duration,
 }
@@ -64,6 +66,7 @@ impl Default for Config {
             mode: Mode::Async,
             allow_overrides: false,
             seed: None,
+            drain_delay: Duration::ZERO,
             grace_period: Duration::from_secs(10),
         }
     }
@@ -88,6 +91,7 @@ pub async fn run(
     let server = Server {
         service_name: <BackendServer<BackendService> as NamedService>::NAME,
         counters: counters.clone(),
+        drain_delay: config.drain_delay,
         grace: config.grace_period,
     };
     let service = BackendServer::new(BackendService::new(config, counters))

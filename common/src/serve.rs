@@ -33,7 +33,10 @@ pub struct Server {
     pub service_name: &'static str,
     /// Counters the lag monitor adds its stalls to.
     pub counters: Arc<Counters>,
-    /// How long in-flight calls may take to finish once shutdown starts.
+    /// After a shutdown signal, how long to keep serving with health NOT_SERVING before the
+    /// listener closes (time for load balancers to notice).
+    pub drain_delay: Duration,
+    /// How long in-flight calls may take to finish once the listener has closed.
     pub grace: Duration,
 }
 
@@ -95,14 +98,25 @@ impl Server {
             () = shutdown => {}
         }
 
-        // Tell health checkers first, then stop taking calls and let the running ones finish.
-        tracing::info!(grace = ?self.grace, "shutting down: health NOT_SERVING, draining in-flight calls");
+        // Tell health checkers first; keep serving for the drain delay so load balancers can
+        // stop sending calls here; then stop taking calls and let the running ones finish.
+        tracing::info!(
+            drain_delay = ?self.drain_delay,
+            grace = ?self.grace,
+            "shutting down: health NOT_SERVING, then draining in-flight calls"
+        );
         health
             .set_service_status("", ServingStatus::NotServing)
             .await;
         health
             .set_service_status(self.service_name, ServingStatus::NotServing)
             .await;
+        if !self.drain_delay.is_zero() {
+            tokio::select! {
+                res = &mut server => return res.map_err(Into::into),
+                () = tokio::time::sleep(self.drain_delay) => {}
+            }
+        }
         let _ = stop_tx.send(());
         match tokio::time::timeout(self.grace, server).await {
             Ok(res) => {
