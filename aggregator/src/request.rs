@@ -328,3 +328,74 @@ mod tests {
         assert!(!plan(&config, &backends, &r, None).unwrap().use_cache);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use crate::BackendSpec;
+    use proptest::prelude::*;
+
+    fn request() -> impl Strategy<Value = AggregateRequest> {
+        (
+            ".{0,5000}",
+            proptest::collection::vec("[a-z]{0,3}", 0..5),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(any::<i32>()),
+            any::<bool>(),
+            proptest::option::of(any::<u32>()),
+        )
+            .prop_map(
+                |(query, backends, attempt, deadline, fanout, mode, no_cache, delay)| {
+                    AggregateRequest {
+                        query,
+                        backends,
+                        attempt_timeout_ms: attempt,
+                        deadline_ms: deadline,
+                        fanout,
+                        mode,
+                        no_cache,
+                        delay_ms: delay,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever arrives, checking it never panics, and what it accepts is within bounds.
+        #[test]
+        fn any_request_is_accepted_within_bounds_or_refused_cleanly(
+            req in request(),
+            caller_ms in proptest::option::of(0u64..10_000_000),
+            allow in any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let specs: Vec<BackendSpec> = ["a=http://127.0.0.1:1", "b=http://127.0.0.1:2"]
+                    .iter()
+                    .map(|s| s.parse().unwrap())
+                    .collect();
+                let config = Config { allow_overrides: allow, ..Config::new(specs) };
+                let keepalive = crate::backends::Keepalive {
+                    interval: Duration::from_secs(5),
+                    timeout: Duration::from_secs(5),
+                };
+                let backends = Backends::connect(&config.backends, 4, keepalive);
+                match plan(&config, &backends, &req, caller_ms.map(Duration::from_millis)) {
+                    Ok(p) => {
+                        prop_assert!(p.deadline - p.started <= config.deadline);
+                        prop_assert!(p.attempt_timeout <= p.deadline - p.started);
+                        prop_assert!(!p.targets.is_empty() && p.targets.len() <= 2);
+                        prop_assert!(p.query.len() <= MAX_QUERY_BYTES);
+                        prop_assert!(p.delay_ms.is_none_or(|d| d <= MAX_DELAY_MS));
+                    }
+                    Err(e) => prop_assert!(!e.to_string().is_empty()),
+                }
+                Ok(())
+            })?;
+        }
+    }
+}

@@ -144,3 +144,65 @@ async fn one_aggregate_call_is_one_trace_across_processes() {
     }
     drop((ok1, ok2, bad, agg));
 }
+
+/// Median wall time of `n` sequential Fetch calls to `url`.
+async fn median_fetch(url: String, n: usize) -> Duration {
+    let mut client = fanout_proto::v1::backend_client::BackendClient::connect(url)
+        .await
+        .unwrap();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        client
+            .fetch(fanout_tests::fetch("q"))
+            .await
+            .expect("served despite the collector");
+        times.push(start.elapsed());
+    }
+    times.sort();
+    times[n / 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_collector_never_slows_serving() {
+    // A "collector" that accepts connections and never answers: every export hangs until its
+    // timeout. Serving must not notice.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let listen = ["--listen", "127.0.0.1:0", "--latency", "5ms"];
+    let traced = Process::start(
+        "backend",
+        &listen,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", silent_url.as_str())],
+    );
+    let plain = Process::start("backend", &listen, &[]);
+
+    let (with, without) = (
+        median_fetch(traced.url(), 200).await,
+        median_fetch(plain.url(), 200).await,
+    );
+    eprintln!("median fetch: {with:?} exporting to a silent collector, {without:?} without export");
+    assert!(
+        with.as_secs_f64() < without.as_secs_f64() * 1.5 + 0.002,
+        "a silent collector slowed serving: {with:?} against {without:?}"
+    );
+
+    // Nor hold up shutdown: the final flush gives up after a few seconds.
+    let mut traced = traced;
+    let stopping = Instant::now();
+    traced.signal("TERM");
+    let status = traced
+        .wait_exit(Duration::from_secs(10))
+        .expect("exits despite the collector");
+    assert!(status.success(), "{status:?}");
+    eprintln!(
+        "shutdown with a silent collector took {:?}",
+        stopping.elapsed()
+    );
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        stopping.elapsed()
+    );
+    drop(silent);
+}
