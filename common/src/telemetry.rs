@@ -17,6 +17,7 @@ use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -106,7 +107,11 @@ where
 /// exporter's channel lives there.
 pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, String> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let log_filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Log lines are events only: giving the log layer the spans too would make every call pay
+    // for span bookkeeping even when no trace is exported. Spans exist only for the exporter.
+    let log_filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .and(filter_fn(|meta| meta.is_event()));
     let logs = match args.log_format {
         LogFormat::Text => text_layer().with_filter(log_filter).boxed(),
         LogFormat::Json => json_layer().with_filter(log_filter).boxed(),

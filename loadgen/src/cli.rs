@@ -65,9 +65,10 @@ pub struct LoadArgs {
     #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub connections: u32,
 
-    /// Bound on one call (also sent as its grpc-timeout).
-    #[arg(long, env = "LOADGEN_TIMEOUT", default_value = "60s", value_parser = positive_duration)]
-    pub timeout: Duration,
+    /// Bound on one call, also sent as its grpc-timeout. Unset: no per-call bound (a closed loop
+    /// still ends at its --duration, abandoning calls in flight), as h2load and wrk send none.
+    #[arg(long, env = "LOADGEN_TIMEOUT", value_parser = positive_duration)]
+    pub timeout: Option<Duration>,
 }
 
 /// `loadgen run`.

@@ -10,8 +10,8 @@
 //! Each worker keeps its own [`Stats`]; they are merged when the run ends. Live progress goes
 //! through a few shared atomics.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fanout_proto::v1::aggregator_client::AggregatorClient;
@@ -38,8 +38,9 @@ pub struct Load {
     pub requests: Option<u64>,
     /// Calls during this first stretch are made but not measured.
     pub warmup: Duration,
-    /// Bound on one call (sent as grpc-timeout too).
-    pub timeout: Duration,
+    /// Bound on one call (sent as grpc-timeout too). None: calls are bounded only by the end of
+    /// the run, and nothing per call costs a timer.
+    pub timeout: Option<Duration>,
 }
 
 /// One kind of call, ready to send (cloning shares the connection).
@@ -70,13 +71,15 @@ impl Done {
 }
 
 impl Call {
-    async fn invoke(&mut self, limit: Duration) -> Done {
+    async fn invoke(&mut self, limit: Option<Duration>) -> Done {
         let started = Instant::now();
         let call = async {
             match self {
                 Call::Fetch(client, req) => {
                     let mut r = tonic::Request::new(req.clone());
-                    r.set_timeout(limit);
+                    if let Some(limit) = limit {
+                        r.set_timeout(limit);
+                    }
                     match client.fetch(r).await {
                         Ok(_) => Done::status(Code::Ok),
                         Err(s) => Done::status(s.code()),
@@ -84,7 +87,9 @@ impl Call {
                 }
                 Call::Aggregate(client, req) => {
                     let mut r = tonic::Request::new(req.clone());
-                    r.set_timeout(limit);
+                    if let Some(limit) = limit {
+                        r.set_timeout(limit);
+                    }
                     match client.aggregate(r).await {
                         Ok(reply) => {
                             let s = reply.into_inner().summary.unwrap_or_default();
@@ -98,7 +103,9 @@ impl Call {
                 }
                 Call::Stream(client, req) => {
                     let mut r = tonic::Request::new(req.clone());
-                    r.set_timeout(limit);
+                    if let Some(limit) = limit {
+                        r.set_timeout(limit);
+                    }
                     let mut stream = match client.aggregate_stream(r).await {
                         Ok(s) => s.into_inner(),
                         Err(s) => return Done::status(s.code()),
@@ -128,9 +135,12 @@ impl Call {
                 }
             }
         };
-        timeout(limit, call)
-            .await
-            .unwrap_or(Done::status(Code::DeadlineExceeded))
+        match limit {
+            Some(limit) => timeout(limit, call)
+                .await
+                .unwrap_or(Done::status(Code::DeadlineExceeded)),
+            None => call.await,
+        }
     }
 }
 
@@ -163,15 +173,30 @@ struct Schedule {
     tickets: AtomicU64,
     /// Measured calls so far, for `--requests`.
     measured: AtomicU64,
+    /// Set when the run is over; workers check it between calls.
+    done: AtomicBool,
+}
+
+/// What one worker measured. The driver reads it after stopping the worker, so a worker can be
+/// aborted mid-call (its in-flight call abandoned) without losing what it measured.
+#[derive(Default)]
+struct Measured {
+    stats: Stats,
+    /// When its last measured call finished.
+    last: Option<Instant>,
 }
 
 /// Runs `load` with the workers spread over `calls` (one per connection) until the duration
 /// or the request count is reached, or `stop` turns true.
+///
+/// The hot path is one call and one uncontended lock: no timer or select per call. The driver
+/// ends a closed loop at the end of its window by aborting the workers, abandoning the calls
+/// still in flight, exactly as a per-call select would, but cheaper.
 pub async fn drive(
     load: Load,
     calls: Vec<Call>,
     progress: Arc<Progress>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) -> Outcome {
     let start = Instant::now();
     let measure_from = start + load.warmup;
@@ -181,37 +206,52 @@ pub async fn drive(
         measure_from,
         tickets: AtomicU64::new(0),
         measured: AtomicU64::new(0),
+        done: AtomicBool::new(false),
         load,
     });
     let mut workers = JoinSet::new();
+    let mut measured = Vec::with_capacity(schedule.load.concurrency);
     for w in 0..schedule.load.concurrency.max(1) {
-        let call = calls[w % calls.len()].clone();
+        let m = Arc::new(Mutex::new(Measured::default()));
+        measured.push(m.clone());
         workers.spawn(worker(
             schedule.clone(),
-            call,
+            calls[w % calls.len()].clone(),
             progress.clone(),
-            stop.clone(),
+            m,
         ));
     }
-    {
-        let progress = progress.clone();
-        let mut stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = sleep_until(measure_from) => progress.measuring.store(true, Relaxed),
-                _ = stop.changed() => {}
-            }
-        });
-    }
+
+    // A closed loop ends at the end of its window; an open loop when its schedule is sent and
+    // answered; either when asked to stop.
+    let window_end = async {
+        match schedule.end.filter(|_| schedule.load.rate.is_none()) {
+            Some(end) => sleep_until(end).await,
+            None => std::future::pending().await,
+        }
+    };
+    let all_done = async { while workers.join_next().await.is_some() {} };
+    let warmed = async {
+        sleep_until(measure_from).await;
+        progress.measuring.store(true, Relaxed);
+        std::future::pending::<()>().await
+    };
+    let interrupted = tokio::select! {
+        () = window_end => false,
+        () = all_done => false,
+        () = warmed => false,
+        _ = stop.wait_for(|stop| *stop) => true,
+    };
+    schedule.done.store(true, Relaxed);
+    workers.shutdown().await;
+
     let mut stats = Stats::default();
     let mut last = measure_from;
-    while let Some(done) = workers.join_next().await {
-        if let Ok((s, finished)) = done {
-            stats.merge(&s);
-            last = last.max(finished);
-        }
+    for m in measured {
+        let m = m.lock().unwrap_or_else(|p| p.into_inner());
+        stats.merge(&m.stats);
+        last = last.max(m.last.unwrap_or(measure_from));
     }
-    let interrupted = *stop.borrow();
     let elapsed = match (schedule.end, schedule.load.rate) {
         // Closed loop with a duration: completions inside the window, over the window.
         (Some(end), None) if !interrupted => end - measure_from,
@@ -224,27 +264,15 @@ pub async fn drive(
     }
 }
 
-/// One worker; returns its stats and when its last measured call finished.
+/// One worker: calls until the run is over.
 async fn worker(
     s: Arc<Schedule>,
     mut call: Call,
     progress: Arc<Progress>,
-    mut stop: watch::Receiver<bool>,
-) -> (Stats, Instant) {
-    let mut stats = Stats::default();
-    let mut last = s.measure_from;
-    let cut_off = async {
-        match s.end.filter(|_| s.load.rate.is_none()) {
-            // A closed loop ends at the end of the window, abandoning calls in flight.
-            Some(end) => sleep_until(end).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(cut_off);
-    loop {
-        if *stop.borrow() {
-            break;
-        }
+    out: Arc<Mutex<Measured>>,
+) {
+    let closed_loop_end = s.end.filter(|_| s.load.rate.is_none());
+    while !s.done.load(Relaxed) {
         let due = match s.load.rate {
             Some(rate) => {
                 let i = s.tickets.fetch_add(1, Relaxed);
@@ -252,51 +280,40 @@ async fn worker(
                 if s.end.is_some_and(|end| due >= end) {
                     break;
                 }
-                tokio::select! {
-                    () = sleep_until(due) => {}
-                    _ = stop.changed() => break,
-                }
+                sleep_until(due).await;
                 due
             }
             None => Instant::now(),
         };
-        if s.end.is_some_and(|end| due >= end) {
-            break;
-        }
         // In rate mode a call belongs to the window it was due in; in a closed loop, to the
         // window it completes in.
         let counted_by_due = s.load.rate.is_some() && due >= s.measure_from;
         if let Some(n) = s.load.requests {
-            let may_count =
-                counted_by_due || (s.load.rate.is_none() && Instant::now() >= s.measure_from);
+            let may_count = counted_by_due || (s.load.rate.is_none() && due >= s.measure_from);
             if may_count && s.measured.fetch_add(1, Relaxed) >= n {
                 break;
             }
         }
-        let done = tokio::select! {
-            done = call.invoke(s.load.timeout) => done,
-            () = &mut cut_off => break,
-            _ = stop.changed() => break,
-        };
+        let done = call.invoke(s.load.timeout).await;
         let finished = Instant::now();
-        let measured = if s.load.rate.is_some() {
-            counted_by_due
-        } else {
-            finished >= s.measure_from
+        let measured = match s.load.rate {
+            Some(_) => counted_by_due,
+            None => finished >= s.measure_from && closed_loop_end.is_none_or(|end| finished < end),
         };
         if measured {
-            stats.record(done.code, finished - due);
+            let mut m = out.lock().unwrap_or_else(|p| p.into_inner());
+            m.stats.record(done.code, finished - due);
             if let Some(t) = done.first_result {
-                stats.record_first_result(t);
+                m.stats.record_first_result(t);
             }
-            stats.degraded += u64::from(done.degraded);
-            stats.stream_results += done.results;
+            m.stats.degraded += u64::from(done.degraded);
+            m.stats.stream_results += done.results;
+            m.last = Some(finished);
+            drop(m);
             progress.calls.fetch_add(1, Relaxed);
             if done.code != Code::Ok {
                 progress.errors.fetch_add(1, Relaxed);
             }
-            last = finished;
         }
     }
-    (stats, last)
 }
