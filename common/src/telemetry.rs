@@ -16,7 +16,9 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider,
+};
 use tracing_subscriber::filter::{FilterExt, filter_fn};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -53,6 +55,20 @@ pub struct TelemetryArgs {
     /// The service.name traces carry [default: the server's own, e.g. aggregator].
     #[arg(long, env = "OTEL_SERVICE_NAME")]
     pub service_name: Option<String>,
+
+    /// Share of new traces to record, 0 to 1 [default: 1 for servers, 0.01 for loadgen]. A call
+    /// that arrives with a traceparent follows its caller's decision.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", value_parser = parse_ratio)]
+    pub trace_ratio: Option<f64>,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a ratio from 0 to 1, e.g. `0.01` for 1% of traces"
+        )),
+    }
 }
 
 /// What [`init`] set up; call [`Telemetry::shutdown`] before exiting to flush spans.
@@ -69,18 +85,6 @@ impl Telemetry {
         {
             tracing::warn!("could not flush all spans at shutdown: {e}");
         }
-    }
-}
-
-/// Installs logging with `info` unless `RUST_LOG` says otherwise, without tracing export. For
-/// tools; the servers use [`init`].
-pub fn init_logs(format: LogFormat, default_filter: &str) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let registry = tracing_subscriber::registry();
-    match format {
-        LogFormat::Text => registry.with(text_layer().with_filter(filter)).init(),
-        LogFormat::Json => registry.with(json_layer().with_filter(filter)).init(),
     }
 }
 
@@ -106,11 +110,22 @@ where
 /// `--service-name` says otherwise). With an endpoint, call it inside a tokio runtime: the
 /// exporter's channel lives there.
 pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, String> {
+    init_with(args, default_service, "info", 1.0)
+}
+
+/// Like [`init`], with the log filter used when `RUST_LOG` is unset and the share of new traces
+/// recorded when `--trace-ratio` is unset.
+pub fn init_with(
+    args: &TelemetryArgs,
+    default_service: &str,
+    default_log_filter: &str,
+    default_ratio: f64,
+) -> Result<Telemetry, String> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     // Log lines are events only: giving the log layer the spans too would make every call pay
     // for span bookkeeping even when no trace is exported. Spans exist only for the exporter.
     let log_filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info"))
+        .unwrap_or_else(|_| EnvFilter::new(default_log_filter))
         .and(filter_fn(|meta| meta.is_event()));
     let logs = match args.log_format {
         LogFormat::Text => text_layer().with_filter(log_filter).boxed(),
@@ -139,7 +154,11 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, St
                 .build(),
         )
         .build();
+    let ratio = args.trace_ratio.unwrap_or(default_ratio);
     let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))))
         .with_span_processor(batch)
         .with_resource(
             Resource::builder()
@@ -159,7 +178,7 @@ pub fn init(args: &TelemetryArgs, default_service: &str) -> Result<Telemetry, St
                 .with_filter(trace_filter),
         )
         .init();
-    tracing::info!(endpoint, service, "exporting traces over OTLP");
+    tracing::info!(endpoint, service, ratio, "exporting traces over OTLP");
     Ok(Telemetry {
         provider: Some(provider),
     })

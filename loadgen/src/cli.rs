@@ -15,6 +15,11 @@ use fanout_proto::v1::{Fanout, Mode};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set, a share of the calls (--trace-ratio,
+    /// default 1%) start a trace that continues through the aggregator and backends.
+    #[command(flatten)]
+    pub telemetry: fanout_common::telemetry::TelemetryArgs,
 }
 
 #[derive(Debug, Subcommand)]

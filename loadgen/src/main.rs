@@ -8,9 +8,16 @@ use tokio::sync::watch;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber_init();
     let runtime = fanout_common::thread::runtime(0, "loadgen")?;
-    runtime.block_on(async {
+    // Only errors by default: the local deployment's servers would otherwise interleave their
+    // logs (stall warnings in the blocking configurations) with the table. RUST_LOG widens it.
+    // The exporter's channel lives on the runtime, so set telemetry up inside it.
+    let telemetry = {
+        let _in_runtime = runtime.enter();
+        fanout_common::telemetry::init_with(&cli.telemetry, "loadgen", "error", 0.01)
+            .map_err(anyhow::Error::msg)?
+    };
+    let outcome = runtime.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -49,11 +56,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         anyhow::Ok(())
-    })
-}
-
-/// Only errors by default: the local deployment's servers would otherwise interleave their
-/// logs (stall warnings in the blocking configurations) with the table. RUST_LOG widens it.
-fn tracing_subscriber_init() {
-    fanout_common::telemetry::init_logs(fanout_common::telemetry::LogFormat::Text, "error");
+    });
+    telemetry.shutdown();
+    outcome
 }

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tonic::Code;
 use tonic::transport::Channel;
+use tracing::Instrument;
 
 use crate::stats::Stats;
 
@@ -73,10 +74,14 @@ impl Done {
 impl Call {
     async fn invoke(&mut self, limit: Option<Duration>) -> Done {
         let started = Instant::now();
+        // A client span, only when traces are exported (otherwise this is a no-op); its
+        // context travels with the request.
+        let span = tracing::info_span!("call", otel.name = "loadgen call", otel.kind = "client");
         let call = async {
             match self {
                 Call::Fetch(client, req) => {
                     let mut r = tonic::Request::new(req.clone());
+                    traced(&span, &mut r);
                     if let Some(limit) = limit {
                         r.set_timeout(limit);
                     }
@@ -87,6 +92,7 @@ impl Call {
                 }
                 Call::Aggregate(client, req) => {
                     let mut r = tonic::Request::new(req.clone());
+                    traced(&span, &mut r);
                     if let Some(limit) = limit {
                         r.set_timeout(limit);
                     }
@@ -103,6 +109,7 @@ impl Call {
                 }
                 Call::Stream(client, req) => {
                     let mut r = tonic::Request::new(req.clone());
+                    traced(&span, &mut r);
                     if let Some(limit) = limit {
                         r.set_timeout(limit);
                     }
@@ -135,12 +142,20 @@ impl Call {
                 }
             }
         };
+        let call = call.instrument(span.clone());
         match limit {
             Some(limit) => timeout(limit, call)
                 .await
                 .unwrap_or(Done::status(Code::DeadlineExceeded)),
             None => call.await,
         }
+    }
+}
+
+/// Puts the call span's trace context into the request, when there is one.
+fn traced<T>(span: &tracing::Span, req: &mut tonic::Request<T>) {
+    if !span.is_disabled() {
+        fanout_common::propagation::inject(span, req);
     }
 }
 
