@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# End-to-end check of docker-compose.yml on a real Docker engine: builds fanout:latest
+# (scripts/build-images.sh, no registry needed), brings the stack up under a project name of its
+# own with docker-compose.e2e.yml (the Jaeger service replaced by fanout's otlp-sink), and checks:
+#   - every service becomes healthy (bounded wait)
+#   - Aggregate from the host (grpcurl, plaintext, reflection) has results for fast, slow, flaky
+#   - the loadgen container (`run --rm loadgen ...`) reports calls/s, and its compare writes the
+#     report into the mounted out directory
+#   - with backend-slow stopped, Aggregate still succeeds: slow is a failure (UNAVAILABLE or
+#     DEADLINE_EXCEEDED) and fast still answers
+#   - when the image has otlp-sink: the sink received spans from the aggregator and a backend
+# The stack is always torn down (down -v --remove-orphans), also on failure or Ctrl-C. Published
+# ports are free loopback ports chosen by Docker, so nothing clashes with what runs on the host.
+# The whole script stays under 10 minutes.
+#
+# Prints "compose e2e: SKIPPED ..." and exits 0 when no Docker engine answers.
+# Environment: COMPOSE_E2E_SKIP_BUILD=1 uses the existing fanout:latest image as it is.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$HOME/.local/bin:$PATH"
+
+if ! timeout 30 docker info >/dev/null 2>&1; then
+  echo "compose e2e: SKIPPED (no Docker engine answers)"
+  exit 0
+fi
+
+start=$SECONDS
+budget=510 # seconds for everything but the teardown (at most 20 s of logs and 45 s of down)
+project="fanout-e2e-$$"
+tmp=$(mktemp -d)
+started=0
+
+say() { echo "compose e2e: $*"; }
+pass() { echo "PASS: $*"; }
+fail() { echo "FAIL: $*"; exit 1; }
+
+# bounded SECONDS CMD...: runs CMD for at most SECONDS, and never past the script's budget. It
+# runs in the background and is waited for, so that Ctrl-C or a TERM reaches the trap (and the
+# teardown) at once; the teardown stops it first.
+bounded_pid=
+bounded() {
+  local cap=$1; shift
+  local left=$((start + budget - SECONDS))
+  ((left > 0)) || fail "out of time (budget ${budget}s) before: $*"
+  ((cap < left)) || cap=$left
+  timeout --kill-after=5 "$cap" "$@" </dev/null &
+  bounded_pid=$!
+  local rc=0
+  wait "$bounded_pid" || rc=$?
+  bounded_pid=
+  ((rc != 124)) || echo "TIMEOUT after ${cap}s: $*" >&2
+  return "$rc"
+}
+
+if timeout 30 docker compose version >/dev/null 2>&1; then
+  compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+  compose=(docker-compose)
+else
+  fail "neither 'docker compose' nor 'docker-compose' is installed"
+fi
+files=(-f docker-compose.yml -f docker-compose.e2e.yml)
+# C ARGS...: compose on this script's project. (`timeout` needs a command: bounded uses CC.)
+CC=()
+C() { "${CC[@]}" "$@"; }
+
+# The script's own stdout and stderr, for the teardown: a signal can arrive while a redirected
+# command runs, and the trap would then write into that command's log.
+exec 3>&1 4>&2
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  exec 1>&3 2>&4
+  if [ -n "$bounded_pid" ]; then
+    kill -TERM "$bounded_pid" 2>/dev/null || true
+    wait "$bounded_pid" 2>/dev/null || true
+  fi
+  if [ "$started" = 1 ]; then
+    if [ "$rc" != 0 ]; then
+      echo "--- last log lines of each service (project $project):"
+      timeout 20 "${compose[@]}" -p "$project" "${files[@]}" logs --no-color --tail 15 2>&1 || true
+    fi
+    say "tearing down project $project"
+    timeout --kill-after=5 40 "${compose[@]}" -p "$project" "${files[@]}" down -v --remove-orphans -t 5 \
+      >"$tmp/down.log" 2>&1 || { echo "WARN: down failed:"; cat "$tmp/down.log"; }
+  fi
+  rm -rf "$tmp"
+  if [ "$rc" = 0 ]; then
+    echo "compose e2e: PASS ($((SECONDS - start)) s)"
+  else
+    echo "compose e2e: FAIL ($((SECONDS - start)) s)"
+  fi
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "using ${compose[*]} ($("${compose[@]}" version --short 2>/dev/null || echo '?')), project $project"
+
+# ---- images ---------------------------------------------------------------------------------
+if [ "${COMPOSE_E2E_SKIP_BUILD:-0}" = 1 ]; then
+  say "COMPOSE_E2E_SKIP_BUILD=1: using the existing fanout:latest"
+  docker image inspect fanout:latest >/dev/null 2>&1 || fail "no image fanout:latest"
+else
+  say "building images with scripts/build-images.sh (cargo build, then docker build)"
+  if bounded 420 scripts/build-images.sh >"$tmp/build.log" 2>&1; then
+    grep '^build-images:' "$tmp/build.log" || true
+    pass "images built"
+  else
+    tail -n 40 "$tmp/build.log"
+    fail "scripts/build-images.sh failed"
+  fi
+fi
+
+# Without otlp-sink in the image, the `jaeger` service only idles (nothing receives traces).
+has_sink=0
+if timeout 60 docker run --rm --entrypoint test fanout:latest -x /usr/local/bin/otlp-sink; then
+  has_sink=1
+else
+  say "the image has no otlp-sink: the jaeger service will idle and traces are not checked"
+  cat >"$tmp/no-sink.yml" <<'EOF'
+services:
+  jaeger:
+    entrypoint: ["sleep"]
+    command: ["infinity"]
+EOF
+  files+=(-f "$tmp/no-sink.yml")
+fi
+
+CC=("${compose[@]}" -p "$project" "${files[@]}")
+
+command -v grpcurl >/dev/null 2>&1 || bounded 120 scripts/install-grpcurl.sh >/dev/null
+command -v grpcurl >/dev/null 2>&1 || fail "grpcurl not found (scripts/install-grpcurl.sh)"
+
+# ---- up -------------------------------------------------------------------------------------
+# Every published port on loopback, picked free by Docker.
+export FANOUT_AGGREGATOR_PORT=127.0.0.1: FANOUT_JAEGER_UI_PORT=127.0.0.1: FANOUT_OTLP_PORT=127.0.0.1:
+# loadgen writes its reports into a directory of ours, as us.
+mkdir -p "$tmp/out"
+FANOUT_OUT_DIR="$tmp/out" FANOUT_UID=$(id -u) FANOUT_GID=$(id -g)
+export FANOUT_OUT_DIR FANOUT_UID FANOUT_GID
+
+started=1
+say "up -d"
+bounded 120 "${CC[@]}" up -d >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; fail "up -d failed"; }
+
+services=(jaeger backend-fast backend-slow backend-flaky aggregator)
+wait_healthy() { # at most 90 s
+  local until=$((SECONDS + 90)) s id state unhealthy
+  while :; do
+    unhealthy=()
+    for s in "${services[@]}"; do
+      id=$(C ps -q "$s" 2>/dev/null || true)
+      state=$([ -n "$id" ] && docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" 2>/dev/null || echo missing)
+      case $state in
+        running/healthy | running/none) ;;
+        exited/* | dead/* | missing) fail "service $s is $state" ;;
+        *) unhealthy+=("$s=$state") ;;
+      esac
+    done
+    [ ${#unhealthy[@]} = 0 ] && return 0
+    ((SECONDS < until)) || fail "not healthy within 90 s: ${unhealthy[*]}"
+    sleep 1
+  done
+}
+wait_healthy
+pass "all ${#services[@]} services up and healthy (${services[*]})"
+
+addr=$(C port aggregator 50051 | tail -n 1)
+[[ "$addr" == 127.0.0.1:* ]] || fail "aggregator not published on loopback: '$addr'"
+say "aggregator published on $addr"
+
+# aggregate OUT_FILE: one Aggregate call from the host.
+aggregate() {
+  bounded 15 grpcurl -plaintext -max-time 10 -d '{"query": "compose e2e", "no_cache": true}' \
+    "$addr" fanout.v1.Aggregator/Aggregate >"$1" 2>&1
+}
+# check_results FILE EXPECT: prints one line per backend; EXPECT is "all" (fast, slow and flaky
+# each have a result, fast a reply) or "slow-down" (fast a reply, slow a failure with UNAVAILABLE
+# or DEADLINE_EXCEEDED).
+check_results() {
+  python3 - "$1" "$2" <<'EOF'
+import json, sys
+path, expect = sys.argv[1], sys.argv[2]
+reply = json.load(open(path))
+results = {r["backend"]: r for r in reply.get("results", [])}
+for name, r in sorted(results.items()):
+    if "reply" in r:
+        outcome = "reply"
+    else:
+        f = r.get("failure", {})
+        outcome = "failure %s (%s)" % (f.get("codeName"), f.get("message", "")[:90])
+    print("  %-6s %s, %s attempt(s), %.1f ms" % (name, outcome, r.get("attempts", 0), r.get("latencyMs", 0)))
+problems = []
+for name in ("fast", "slow", "flaky"):
+    if name not in results:
+        problems.append("no result for " + name)
+if "reply" not in results.get("fast", {}):
+    problems.append("fast did not answer")
+if expect == "slow-down":
+    code = results.get("slow", {}).get("failure", {}).get("codeName")
+    if code not in ("UNAVAILABLE", "DEADLINE_EXCEEDED"):
+        problems.append("slow is not a failure with UNAVAILABLE or DEADLINE_EXCEEDED (got %r)" % code)
+if problems:
+    print("  " + "; ".join(problems))
+    sys.exit(1)
+EOF
+}
+
+# ---- the aggregator from the host -------------------------------------------------------------
+aggregate "$tmp/agg1.json" || { cat "$tmp/agg1.json"; fail "Aggregate from the host failed"; }
+if check_results "$tmp/agg1.json" all; then
+  pass "Aggregate from the host (grpcurl $addr): results for fast, slow and flaky"
+else
+  cat "$tmp/agg1.json"; fail "Aggregate from the host: missing results"
+fi
+
+# ---- the loadgen container ----------------------------------------------------------------------
+say "run --rm loadgen run --target http://aggregator:50051 -d 2s -c 8"
+if bounded 90 "${CC[@]}" run --rm -T loadgen run --target http://aggregator:50051 -d 2s -c 8 >"$tmp/loadgen.log" 2>&1 &&
+  grep -q 'calls/s' "$tmp/loadgen.log"; then
+  grep -E '^ *calls ' "$tmp/loadgen.log" | sed 's/^ */  /' || true
+  pass "loadgen container reports calls/s"
+else
+  cat "$tmp/loadgen.log"; fail "loadgen run in its container"
+fi
+
+say "run --rm loadgen compare (a reduced matrix) into the mounted out directory"
+if bounded 120 "${CC[@]}" run --rm -T loadgen compare --target http://aggregator:50051 --latency 20ms \
+  --duration 1s --warmup 200ms --modes async --fanouts concurrent,sequential >"$tmp/compare.log" 2>&1 &&
+  [ -s "$tmp/out/compare.json" ] && [ -s "$tmp/out/compare.svg" ]; then
+  pass "loadgen compare wrote compare.json and compare.svg into the mounted out directory"
+else
+  cat "$tmp/compare.log"; ls -la "$tmp/out"; fail "loadgen compare in its container"
+fi
+
+# ---- a backend goes away ------------------------------------------------------------------------
+say "stop backend-slow"
+bounded 30 "${CC[@]}" stop -t 5 backend-slow >"$tmp/stop.log" 2>&1 || { cat "$tmp/stop.log"; fail "stop backend-slow"; }
+aggregate "$tmp/agg2.json" || { cat "$tmp/agg2.json"; fail "Aggregate failed with backend-slow stopped"; }
+if check_results "$tmp/agg2.json" slow-down; then
+  pass "backend-slow stopped: Aggregate still succeeds, slow reported as a failure, fast answers"
+else
+  cat "$tmp/agg2.json"; fail "Aggregate with backend-slow stopped"
+fi
+
+# ---- traces -------------------------------------------------------------------------------------
+if [ "$has_sink" = 1 ]; then
+  sink=$(C ps -q jaeger)
+  # check_spans: spans from the aggregator and from a backend, and backend spans whose parent is
+  # an aggregator span of the same trace (the W3C traceparent travelled with the call).
+  check_spans() {
+    docker logs "$sink" 2>/dev/null | python3 -c '
+import json, sys
+spans = []
+for line in sys.stdin:
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            spans.append(json.loads(line))
+        except ValueError:
+            pass
+count = {}
+for s in spans:
+    count[s.get("service", "?")] = count.get(s.get("service", "?"), 0) + 1
+print("  %d spans; by service: %s" % (len(spans), ", ".join("%s=%d" % kv for kv in sorted(count.items()))))
+agg = {(s.get("trace_id"), s.get("span_id")) for s in spans if s.get("service") == "aggregator"}
+backend = [s for s in spans if str(s.get("service", "")).startswith("backend")]
+if not agg or not backend:
+    sys.exit(1)
+linked = [s for s in backend if (s.get("trace_id"), s.get("parent_span_id")) in agg]
+print("  backend spans whose parent is an aggregator span: %d (from %s)"
+      % (len(linked), ", ".join(sorted({s["service"] for s in linked})) or "none"))
+sys.exit(0 if linked else 2)
+'
+  }
+  # Spans leave in batches: give them a little while.
+  until_t=$((SECONDS + 20))
+  while :; do
+    rc=0
+    check_spans >"$tmp/spans.txt" || rc=$?
+    [ "$rc" = 0 ] && break
+    ((SECONDS < until_t)) || break
+    sleep 2
+  done
+  cat "$tmp/spans.txt"
+  case $rc in
+    0) pass "otlp-sink received spans from the aggregator and the backends, backend spans parented by aggregator spans" ;;
+    2) fail "spans from aggregator and backends arrived, but no backend span has an aggregator parent (traceparent not propagated?)" ;;
+    *) docker logs --tail 10 "$sink" 2>&1 | sed 's/^/  sink: /'; fail "otlp-sink did not receive spans from both the aggregator and a backend" ;;
+  esac
+else
+  say "traces: not checked (no otlp-sink in the image)"
+fi
