@@ -220,7 +220,7 @@ async fn one_attempt(
     let mut req = tonic::Request::new(FetchRequest {
         query: plan.query.clone(),
         delay_ms: plan.delay_ms,
-        fail: None,
+        fail: plan.fail,
         mode: plan.mode.map(Into::into),
     });
     req.set_timeout(limit);

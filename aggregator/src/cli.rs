@@ -95,7 +95,7 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 
-    /// Honour per-request `fanout`, `mode` and `delay_ms` (forwarded to backends). Lets any
+    /// Honour per-request `fanout`, `mode`, `delay_ms` and `fail` (forwarded to backends). Lets any
     /// caller change how calls are made: for tests, demos and loadgen, not for an exposed
     /// deployment.
     #[arg(long, env = "AGGREGATOR_ALLOW_OVERRIDES")]

@@ -37,6 +37,8 @@ pub struct Plan {
     pub mode: Option<Mode>,
     /// Forwarded to backends as their `delay_ms` override.
     pub delay_ms: Option<u32>,
+    /// Forwarded to backends as their `fail` override.
+    pub fail: Option<bool>,
     /// Read and write the cache (off with `no_cache`, or when overrides change what the
     /// backends do).
     pub use_cache: bool,
@@ -125,6 +127,7 @@ pub fn plan(
         req.fanout.map(|_| "fanout"),
         req.mode.map(|_| "mode"),
         req.delay_ms.map(|_| "delay_ms"),
+        req.fail.map(|_| "fail"),
     ]
     .into_iter()
     .flatten()
@@ -134,7 +137,8 @@ pub fn plan(
             ["fanout"] => "fanout",
             ["mode"] => "mode",
             ["delay_ms"] => "delay_ms",
-            _ => "fanout, mode, delay_ms",
+            ["fail"] => "fail",
+            _ => "fanout, mode, delay_ms, fail",
         }));
     }
     let fanout = match req.fanout.map(Fanout::try_from) {
@@ -172,7 +176,11 @@ pub fn plan(
         fanout,
         mode,
         delay_ms: req.delay_ms,
-        use_cache: !req.no_cache && req.mode.is_none() && req.delay_ms.is_none(),
+        fail: req.fail,
+        use_cache: !req.no_cache
+            && req.mode.is_none()
+            && req.delay_ms.is_none()
+            && req.fail.is_none(),
     })
 }
 
@@ -357,6 +365,7 @@ mod properties {
                         mode,
                         no_cache,
                         delay_ms: delay,
+                        fail: None,
                     }
                 },
             )

@@ -68,11 +68,14 @@ pub struct CompareReport {
     pub scenarios: Vec<Row>,
 }
 
-const HEADER: &str = "fanout      backend mode      calls/s     theory    eff.  limited by            p50       p99   errors";
+/// The longest deadline a request may ask for (the aggregator's limit), in milliseconds.
+const LONGEST_MS: u32 = aggregator::request::MAX_TIMEOUT.as_millis() as u32;
+
+const HEADER: &str = "fanout      backend mode      calls/s     theory    eff.  limited by            p50       p99   errors degraded";
 
 fn print_row(r: &Row) {
     println!(
-        "{:<11} {:<15} {:>10} {:>10} {:>6.1}%  {:<18} {:>8} {:>9} {:>8}",
+        "{:<11} {:<15} {:>10} {:>10} {:>6.1}%  {:<18} {:>8} {:>9} {:>8} {:>8}",
         r.fanout,
         r.backend_mode,
         thousands(r.calls_per_sec, 1),
@@ -81,8 +84,17 @@ fn print_row(r: &Row) {
         r.limit,
         ms(r.p50_ms),
         ms(r.p99_ms),
-        r.errors
+        r.errors,
+        r.degraded
     );
+    if r.degraded > 0 || r.errors > 0 {
+        println!(
+            "            ^ {} of {} calls had a failed or timed-out backend ({} failed outright): \
+             this row measures the target's deadlines and failures, not the configuration's \
+             capacity (start the aggregator with a longer --deadline and --attempt-timeout)",
+            r.degraded, r.calls, r.errors
+        );
+    }
 }
 
 /// Runs the matrix.
@@ -258,11 +270,16 @@ async fn measure_row(
         (LatencySpec::Fixed(d), Some(_)) => Some(d.as_millis() as u32),
         _ => None,
     };
+    // Against a live aggregator: the configuration through overrides, no simulated failures,
+    // and the longest deadlines the aggregator allows (its own --deadline still caps them).
     let aggregate = AggregateRequest {
         query: "loadgen".into(),
         fanout: target.map(|_| fanout.into()),
         mode: target.map(|_| mode.into()),
         delay_ms,
+        fail: target.map(|_| false),
+        deadline_ms: target.map(|_| LONGEST_MS),
+        attempt_timeout_ms: target.map(|_| LONGEST_MS),
         no_cache: true,
         ..Default::default()
     };
