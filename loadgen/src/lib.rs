@@ -17,6 +17,7 @@
 pub mod chart;
 pub mod cli;
 pub mod compare;
+pub mod conn;
 pub mod deploy;
 pub mod monitor;
 pub mod report;
@@ -33,10 +34,10 @@ use fanout_proto::v1::backend_client::BackendClient;
 use fanout_proto::v1::{AggregateRequest, Fanout, FetchRequest, Mode, StatsRequest};
 use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::cli::{Rpc, RunArgs};
 pub use crate::compare::compare;
+use crate::conn::Conn;
 use crate::deploy::{Deployment, DeploymentSpec};
 use crate::monitor::Monitor;
 use crate::report::{RunReport, StreamReport};
@@ -60,20 +61,21 @@ pub fn normalize_url(url: &str) -> String {
 
 /// Opens `n` HTTP/2 connections to `url`, failing within seconds with a message that says what
 /// to do when nothing answers there.
-pub async fn connect(url: &str, n: u32) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .map_err(|e| anyhow!("`{url}` is not a URL ({e}); write it like http://127.0.0.1:50051"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true);
+pub async fn connect(url: &str, n: u32) -> anyhow::Result<Vec<Conn>> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| anyhow!("`{url}` is not a URL ({e}); write it like http://127.0.0.1:50051"))?;
     let mut channels = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let channel = endpoint.connect().await.map_err(|e| {
-            anyhow!(
-                "cannot reach {url}: {}. Is the server running there? Without --target, \
+        let channel = Conn::open(&uri, Duration::from_secs(3))
+            .await
+            .map_err(|e| {
+                anyhow!(
+                    "cannot reach {url}: {}. Is the server running there? Without --target, \
                  loadgen starts a local deployment of its own.",
-                error_chain(&e)
-            )
-        })?;
+                    error_chain(e.as_ref())
+                )
+            })?;
         channels.push(channel);
     }
     Ok(channels)
@@ -93,7 +95,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Checks that `channel` leads to the kind of fanout server `rpc` needs.
-pub async fn probe(url: &str, channel: Channel, rpc: Rpc) -> anyhow::Result<()> {
+pub async fn probe(url: &str, channel: Conn, rpc: Rpc) -> anyhow::Result<()> {
     let (service, answer) = match rpc {
         Rpc::Fetch => (
             "fanout.v1.Backend",
@@ -152,7 +154,7 @@ async fn probe_call(call: &Call) -> anyhow::Result<()> {
 /// Builds the calls for `rpc`, one per channel.
 pub fn calls(
     rpc: Rpc,
-    channels: &[Channel],
+    channels: &[Conn],
     fetch: &FetchRequest,
     aggregate: &AggregateRequest,
 ) -> Vec<Call> {

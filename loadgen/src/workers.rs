@@ -21,9 +21,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tonic::Code;
-use tonic::transport::Channel;
 use tracing::Instrument;
 
+use crate::conn::Conn;
 use crate::stats::Stats;
 
 /// How much load, for how long.
@@ -47,9 +47,9 @@ pub struct Load {
 /// One kind of call, ready to send (cloning shares the connection).
 #[derive(Debug, Clone)]
 pub enum Call {
-    Fetch(BackendClient<Channel>, FetchRequest),
-    Aggregate(AggregatorClient<Channel>, AggregateRequest),
-    Stream(AggregatorClient<Channel>, AggregateRequest),
+    Fetch(BackendClient<Conn>, FetchRequest),
+    Aggregate(AggregatorClient<Conn>, AggregateRequest),
+    Stream(AggregatorClient<Conn>, AggregateRequest),
 }
 
 /// What one call came to.
