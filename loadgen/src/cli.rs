@@ -20,6 +20,11 @@ pub struct Cli {
     /// default 1%) start a trace that continues through the aggregator and backends.
     #[command(flatten)]
     pub telemetry: fanout_common::telemetry::TelemetryArgs,
+
+    /// Runtime worker threads driving the load [default: one per core]. On a machine shared
+    /// with the server under test, fewer threads can leave it more CPU.
+    #[arg(long, global = true, env = "LOADGEN_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = fanout_common::thread::runtime(0, "loadgen")?;
+    let runtime = fanout_common::thread::runtime(cli.threads.map_or(0, usize::from), "loadgen")?;
     // Only errors by default: the local deployment's servers would otherwise interleave their
     // logs (stall warnings in the blocking configurations) with the table. RUST_LOG widens it.
     // The exporter's channel lives on the runtime, so set telemetry up inside it.
