@@ -238,7 +238,29 @@ async fn one_attempt(
         {
             Err(timed_out())
         }
+        // A connection that broke mid-call (the backend died, reset or closed it) surfaces as
+        // UNKNOWN or CANCELLED with a transport error behind it: for the caller that is the
+        // backend being unavailable, which is retryable.
+        Ok(Err(status)) if lost_connection(&status) => Err(CallError::Status(
+            tonic::Status::unavailable(format!("connection lost mid-call: {}", status.message())),
+        )),
         Ok(Err(status)) => Err(CallError::Status(status)),
         Err(_elapsed) => Err(timed_out()),
     }
+}
+
+/// Whether `status` is the client's report of a broken connection rather than the backend's
+/// own answer.
+fn lost_connection(status: &tonic::Status) -> bool {
+    if !matches!(status.code(), Code::Unknown | Code::Cancelled) {
+        return false;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.is::<tonic::transport::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }

@@ -74,8 +74,9 @@ impl AggregatorService {
     }
 
     /// Checks the request, then takes an in-flight permit or sheds the call.
+    /// Refused calls count as served and failed, but never as in flight: `in_flight` and
+    /// `max_in_flight` are admitted calls only, so they never exceed `--max-in-flight`.
     fn admit(&self, req: &Request<AggregateRequest>) -> Result<Admitted, Status> {
-        let guard = self.counters.start_call();
         let admitted = request::plan(
             &self.config,
             self.fanouts.backends(),
@@ -92,11 +93,12 @@ impl AggregatorService {
         match admitted {
             Ok((plan, permit)) => Ok(Admitted {
                 plan: Arc::new(plan),
-                guard,
+                guard: self.counters.start_call(),
                 _permit: permit,
             }),
             Err(e) => {
-                guard.finish(false);
+                Counters::bump(&self.counters.served);
+                Counters::bump(&self.counters.failed);
                 Err(e.into())
             }
         }

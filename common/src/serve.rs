@@ -49,7 +49,7 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
-        let (health, health_service) = tonic_health::server::health_reporter();
+        let (mut health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status(self.service_name, ServingStatus::Serving)
             .await;
@@ -117,6 +117,10 @@ impl Server {
                 () = tokio::time::sleep(self.drain_delay) => {}
             }
         }
+        // Open Health/Watch streams never end by themselves (the reporter keeps their senders):
+        // having told them NOT_SERVING, drop the statuses so they end and do not hold up the drain.
+        health.clear_service_status("").await;
+        health.clear_service_status(self.service_name).await;
         let _ = stop_tx.send(());
         match tokio::time::timeout(self.grace, server).await {
             Ok(res) => {
