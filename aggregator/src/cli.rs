@@ -3,10 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use fanout_common::cli::{duration, positive_duration};
+use clap::Parser;
+use fanout_common::cli::{FanoutArg, duration, positive_duration};
 use fanout_common::telemetry::TelemetryArgs;
-use fanout_proto::v1::Fanout;
 
 use crate::Config;
 use crate::backends::{BackendSpec, check_specs};
@@ -114,28 +113,6 @@ pub struct Cli {
     pub telemetry: TelemetryArgs,
 }
 
-/// `--fanout`: how the aggregator waits for its backends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FanoutArg {
-    /// All backends at once; a call takes about as long as its slowest backend (asyncio.gather).
-    Concurrent,
-    /// One after another; a call takes the sum of its backends' latencies.
-    Sequential,
-    /// One after another, each waited for by BLOCKING the async worker thread, on purpose: the
-    /// "sync HTTP client inside async def" mistake.
-    Blocking,
-}
-
-impl From<FanoutArg> for Fanout {
-    fn from(f: FanoutArg) -> Fanout {
-        match f {
-            FanoutArg::Concurrent => Fanout::Concurrent,
-            FanoutArg::Sequential => Fanout::Sequential,
-            FanoutArg::Blocking => Fanout::Blocking,
-        }
-    }
-}
-
 impl Cli {
     /// The configuration these flags describe, or what is wrong with them together.
     pub fn config(&self) -> Result<Config, String> {
@@ -206,7 +183,7 @@ mod tests {
     fn defaults_follow_the_brief() {
         let c = parse(&["--backend", "a=http://127.0.0.1:1"]).unwrap();
         assert_eq!(c.retry, RetryPolicy::default());
-        assert_eq!(c.fanout, Fanout::Concurrent);
+        assert_eq!(c.fanout, fanout_proto::v1::Fanout::Concurrent);
         assert!(!c.allow_overrides && c.cache_ttl.is_zero());
     }
 

@@ -4,10 +4,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use fanout_common::cli::duration;
+use clap::Parser;
+use fanout_common::cli::{ModeArg, duration};
 use fanout_common::telemetry::TelemetryArgs;
-use fanout_proto::v1::Mode;
 
 use crate::latency::LatencySpec;
 use crate::{Config, MAX_WORKERS};
@@ -66,33 +65,6 @@ pub struct Cli {
     pub telemetry: TelemetryArgs,
 }
 
-/// `--mode`: how a call waits out its latency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    /// tokio::time::sleep: waits overlap, a worker serves others meanwhile (asyncio.sleep).
-    Async,
-    /// std::thread::sleep ON the async worker, on purpose: the `time.sleep` inside `async def`
-    /// mistake. Each waiting call holds a whole worker; health checks starve.
-    Blocking,
-    /// std::thread::sleep on tokio's blocking thread pool (spawn_blocking), like FastAPI's
-    /// threadpool for plain `def` endpoints.
-    SpawnBlocking,
-    /// Burn CPU time for the latency on the blocking pool, one thread per core at most (like
-    /// ProcessPoolExecutor): CPU-bound work, about cores/latency calls/s.
-    Cpu,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(m: ModeArg) -> Mode {
-        match m {
-            ModeArg::Async => Mode::Async,
-            ModeArg::Blocking => Mode::Blocking,
-            ModeArg::SpawnBlocking => Mode::SpawnBlocking,
-            ModeArg::Cpu => Mode::Cpu,
-        }
-    }
-}
-
 impl Cli {
     /// The service configuration these flags describe.
     pub fn config(&self) -> Config {
@@ -142,7 +114,7 @@ mod tests {
         let cli = Cli::try_parse_from(["backend"]).unwrap();
         assert_eq!(cli.listen.to_string(), "127.0.0.1:50061");
         assert!(!cli.allow_overrides);
-        assert_eq!(cli.config().mode, Mode::Async);
+        assert_eq!(cli.config().mode, fanout_proto::v1::Mode::Async);
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! Flag parsers shared by the binaries, so every duration flag reads the same way (`200ms`, `2s`,
-//! `1m 30s`) and says the same thing when it is wrong.
+//! Flag parsers and values shared by the binaries, so every duration flag reads the same way
+//! (`200ms`, `2s`, `1m 30s`) and says the same thing when it is wrong, and `--mode` and
+//! `--fanout` mean the same in the servers and the loadgen.
 
 use std::time::Duration;
+
+use clap::ValueEnum;
+use fanout_proto::v1::{Fanout, Mode};
 
 /// Parses a human duration such as `200ms` or `2s` (see `humantime`).
 pub fn duration(s: &str) -> Result<Duration, String> {
@@ -26,6 +30,55 @@ pub fn fmt_duration(d: Duration) -> String {
         format!("{ms:.1}ms")
     } else {
         format!("{:.2}s", ms / 1e3)
+    }
+}
+
+/// `--mode`: how a call waits out its latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// tokio::time::sleep: waits overlap, a worker serves others meanwhile (asyncio.sleep).
+    Async,
+    /// std::thread::sleep ON the async worker, on purpose: the `time.sleep` inside `async def`
+    /// mistake. Each waiting call holds a whole worker; health checks starve.
+    Blocking,
+    /// std::thread::sleep on tokio's blocking thread pool (spawn_blocking), like FastAPI's
+    /// threadpool for plain `def` endpoints.
+    SpawnBlocking,
+    /// Burn CPU time for the latency on the blocking pool, one thread per core at most (like
+    /// ProcessPoolExecutor): CPU-bound work, about cores/latency calls/s.
+    Cpu,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(m: ModeArg) -> Mode {
+        match m {
+            ModeArg::Async => Mode::Async,
+            ModeArg::Blocking => Mode::Blocking,
+            ModeArg::SpawnBlocking => Mode::SpawnBlocking,
+            ModeArg::Cpu => Mode::Cpu,
+        }
+    }
+}
+
+/// `--fanout`: how the aggregator waits for its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FanoutArg {
+    /// All backends at once; a call takes about as long as its slowest backend (asyncio.gather).
+    Concurrent,
+    /// One after another; a call takes the sum of its backends' latencies.
+    Sequential,
+    /// One after another, each waited for by BLOCKING the async worker thread, on purpose: the
+    /// "sync HTTP client inside async def" mistake.
+    Blocking,
+}
+
+impl From<FanoutArg> for Fanout {
+    fn from(f: FanoutArg) -> Fanout {
+        match f {
+            FanoutArg::Concurrent => Fanout::Concurrent,
+            FanoutArg::Sequential => Fanout::Sequential,
+            FanoutArg::Blocking => Fanout::Blocking,
+        }
     }
 }
 

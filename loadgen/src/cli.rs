@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use backend::latency::LatencySpec;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use fanout_common::cli::{FanoutArg, ModeArg};
 use fanout_common::cli::{duration, positive_duration};
-use fanout_proto::v1::{Fanout, Mode};
 
 /// Measures fanout's throughput and latency under blocking and non-blocking configurations,
 /// against the theoretical bound. Without --target it starts a local deployment by itself.
@@ -79,6 +79,21 @@ pub struct LoadArgs {
     /// still ends at its --duration, abandoning calls in flight), as h2load and wrk send none.
     #[arg(long, env = "LOADGEN_TIMEOUT", value_parser = positive_duration)]
     pub timeout: Option<Duration>,
+}
+
+impl LoadArgs {
+    /// The load these flags describe, measured for `duration` (unless `--requests` is given)
+    /// after `warmup`.
+    pub fn load(&self, duration: Duration, warmup: Duration) -> crate::workers::Load {
+        crate::workers::Load {
+            concurrency: self.concurrency as usize,
+            rate: self.rate,
+            duration: self.requests.is_none().then_some(duration),
+            requests: self.requests,
+            warmup,
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// `loadgen run`.
@@ -219,44 +234,6 @@ pub enum Rpc {
     Stream,
     /// fanout.v1.Backend/Fetch, straight at a backend.
     Fetch,
-}
-
-/// A backend wait mode (see `backend --help`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModeArg {
-    Async,
-    Blocking,
-    SpawnBlocking,
-    Cpu,
-}
-
-impl From<ModeArg> for Mode {
-    fn from(m: ModeArg) -> Mode {
-        match m {
-            ModeArg::Async => Mode::Async,
-            ModeArg::Blocking => Mode::Blocking,
-            ModeArg::SpawnBlocking => Mode::SpawnBlocking,
-            ModeArg::Cpu => Mode::Cpu,
-        }
-    }
-}
-
-/// An aggregator fan-out (see `aggregator --help`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FanoutArg {
-    Concurrent,
-    Sequential,
-    Blocking,
-}
-
-impl From<FanoutArg> for Fanout {
-    fn from(f: FanoutArg) -> Fanout {
-        match f {
-            FanoutArg::Concurrent => Fanout::Concurrent,
-            FanoutArg::Sequential => Fanout::Sequential,
-            FanoutArg::Blocking => Fanout::Blocking,
-        }
-    }
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -116,18 +116,7 @@ pub async fn compare(
         };
         backends = check_target(url).await?;
     }
-    let load = Load {
-        concurrency: args.load.concurrency as usize,
-        rate: args.load.rate,
-        duration: if args.load.requests.is_some() {
-            None
-        } else {
-            Some(args.duration)
-        },
-        requests: args.load.requests,
-        warmup: args.warmup,
-        timeout: args.load.timeout,
-    };
+    let load = args.load.load(args.duration, args.warmup);
     eprintln!(
         "comparing {} configurations: {} callers{}, {} backends at {}, at least {} per configuration{}",
         args.modes.len() * args.fanouts.len(),

@@ -248,18 +248,7 @@ async fn run_against(
     let calls = calls(args.rpc, &channels, &fetch, &aggregate);
     probe_call(&calls[0]).await?;
 
-    let load = Load {
-        concurrency: args.load.concurrency as usize,
-        rate: args.load.rate,
-        duration: if args.load.requests.is_some() {
-            None
-        } else {
-            Some(args.duration)
-        },
-        requests: args.load.requests,
-        warmup: args.warmup,
-        timeout: args.load.timeout,
-    };
+    let load = args.load.load(args.duration, args.warmup);
     let rpc = format!("{:?}", args.rpc).to_lowercase();
     let outcome = measure(format!("{rpc} → {target}"), load, calls, stop).await;
 
