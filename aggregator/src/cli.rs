@@ -185,6 +185,9 @@ mod tests {
         assert_eq!(c.retry, RetryPolicy::default());
         assert_eq!(c.fanout, fanout_proto::v1::Fanout::Concurrent);
         assert!(!c.allow_overrides && c.cache_ttl.is_zero());
+        // Safe by default: loopback only.
+        let cli = Cli::try_parse_from(["aggregator", "--backend", "a=http://127.0.0.1:1"]).unwrap();
+        assert_eq!(cli.listen.to_string(), "127.0.0.1:50051");
     }
 
     #[test]
