@@ -250,17 +250,9 @@ async fn one_attempt(
 }
 
 /// Whether `status` is the client's report of a broken connection rather than the backend's
-/// own answer.
+/// own answer. A status that came over the wire carries no error source; one the client made
+/// from a local failure (transport, h2, hyper: "connection reset", "connection closed") does.
 fn lost_connection(status: &tonic::Status) -> bool {
-    if !matches!(status.code(), Code::Unknown | Code::Cancelled) {
-        return false;
-    }
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if e.is::<tonic::transport::Error>() {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    matches!(status.code(), Code::Unknown | Code::Cancelled)
+        && std::error::Error::source(status).is_some()
 }
