@@ -10,6 +10,17 @@ fn loadgen() -> Command {
     cmd
 }
 
+/// The run's stdout, after checking it exited 0 (both outputs shown when it did not).
+fn succeeded(out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -34,12 +45,7 @@ fn run_against_its_own_deployment_reports_rate_latency_and_theory() {
         .arg(&out)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    let stdout = succeeded(&status);
     for want in ["calls/s", "p99", "theory", "limited by callers"] {
         assert!(stdout.contains(want), "no {want:?} in:\n{stdout}");
     }
@@ -85,12 +91,7 @@ fn compare_writes_json_and_a_chart() {
         .arg(&chart)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        status.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    succeeded(&status);
     let report = json(&out);
     let rows = report["scenarios"].as_array().unwrap();
     assert_eq!(rows.len(), 2);

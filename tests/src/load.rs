@@ -204,6 +204,30 @@ pub async fn bounded<T>(
     })
 }
 
+/// `callers` callers looping `Aggregate` with `deadline_ms` through `client` until the load is
+/// finished or `limit` passes; each call also bounded on the client side (5 s), so a hanging
+/// call fails the test instead of hanging it.
+pub fn aggregate_load(
+    callers: usize,
+    limit: Duration,
+    client: AggregatorClient<Channel>,
+    deadline: Duration,
+) -> Load<Result<fanout_proto::v1::AggregateReply, tonic::Status>> {
+    Load::start(callers, limit, move |caller, i| {
+        let mut c = client.clone();
+        async move {
+            let call = c.aggregate(fanout_proto::v1::AggregateRequest {
+                query: format!("c{caller}-{i}"),
+                deadline_ms: Some(deadline.as_millis() as u32),
+                ..Default::default()
+            });
+            bounded(Duration::from_secs(5), call)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    })
+}
+
 /// One call made by a load loop: when it started, how long it took, what it returned.
 #[derive(Debug, Clone)]
 pub struct Sample<T> {

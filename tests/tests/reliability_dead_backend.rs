@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fanout_proto::v1::{AggregateReply, AggregateRequest};
-use fanout_tests::load::{Load, Sample, backend_process, bounded, free_addr, ms};
+use fanout_proto::v1::AggregateReply;
+use fanout_tests::load::{Sample, aggregate_load, backend_process, free_addr, ms};
 use fanout_tests::*;
 
 /// The deadline every call asks for, and how far past it a call may end (scheduling on a busy
@@ -64,21 +64,7 @@ async fn a_killed_backend_is_reported_and_used_again_once_restarted() {
     );
     let client = aggregator_client(&agg).await;
 
-    let load = Load::start(8, Duration::from_secs(20), move |caller, i| {
-        let mut c = client.clone();
-        async move {
-            // Bounded on the client side too, so that a hanging call fails the test instead of
-            // hanging it.
-            let call = c.aggregate(AggregateRequest {
-                query: format!("c{caller}-{i}"),
-                deadline_ms: Some(DEADLINE.as_millis() as u32),
-                ..Default::default()
-            });
-            bounded(Duration::from_secs(5), call)
-                .await
-                .map(tonic::Response::into_inner)
-        }
-    });
+    let load = aggregate_load(8, Duration::from_secs(20), client, DEADLINE);
 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let killed_at = Instant::now();

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use fanout_proto::v1::aggregator_client::AggregatorClient;
 use fanout_proto::v1::{AggregateReply, AggregateRequest, BackendResult};
 use fanout_tests::load::{
-    Load, SilentListener, Stopped, aggregator_process, backend_process, bounded, ms,
+    SilentListener, Stopped, aggregate_load, aggregator_process, backend_process, bounded, ms,
 };
 use fanout_tests::process::Process;
 use fanout_tests::*;
@@ -44,21 +44,7 @@ async fn calls_end_by_their_deadline(silent_url: String) {
     let silent_spec = format!("silent={silent_url}").parse().unwrap();
     let agg = start_aggregator(aggregator_config(vec![spec("fast", &fast), silent_spec]), 2);
     let client = aggregator_client(&agg).await;
-    let load = Load::start(6, Duration::from_secs(10), move |caller, i| {
-        let mut c = client.clone();
-        async move {
-            // Bounded on the client side too, so that a hanging call fails the test instead of
-            // hanging it.
-            let call = c.aggregate(AggregateRequest {
-                query: format!("c{caller}-{i}"),
-                deadline_ms: Some(DEADLINE.as_millis() as u32),
-                ..Default::default()
-            });
-            bounded(Duration::from_secs(5), call)
-                .await
-                .map(tonic::Response::into_inner)
-        }
-    });
+    let load = aggregate_load(6, Duration::from_secs(10), client, DEADLINE);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let samples = load.finish().await;
     let took: Vec<Duration> = samples.iter().map(|s| s.took).collect();
