@@ -37,7 +37,7 @@ h2load_rate() {
 }
 loadgen_rate() {
   target/release/loadgen run --rpc fetch --target "127.0.0.1:$port" --requests "$calls" \
-    --warmup 0s -c "$concurrency" --connections "$conns" --json /dev/stdout |
+    --warmup 0s -c "$concurrency" --connections "$conns" --threads "${THREADS:-1}" --json /dev/stdout |
     python3 -c 'import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index("{"):t.rindex("}")+1])["calls_per_sec"])'
 }
 

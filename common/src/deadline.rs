@@ -27,6 +27,17 @@ pub fn parse(value: &str) -> Option<Duration> {
     })
 }
 
+/// Writes `d` as a `grpc-timeout` value: whole milliseconds when they fit the spec's 8 digits
+/// (rounded up, so a deadline is never sent shorter than it is), whole seconds otherwise.
+pub fn format(d: Duration) -> String {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    if ms < 100_000_000 {
+        format!("{ms}m")
+    } else {
+        format!("{}S", d.as_secs().min(99_999_999))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +52,18 @@ mod tests {
         assert_eq!(parse("123456789m"), None, "more than 8 digits");
         assert_eq!(parse("12x"), None);
         assert_eq!(parse(""), None);
+    }
+
+    #[test]
+    fn formats_what_it_parses() {
+        for d in [
+            Duration::from_millis(1),
+            Duration::from_secs(5),
+            Duration::from_secs(99_999),
+        ] {
+            assert_eq!(parse(&format(d)), Some(d));
+        }
+        assert_eq!(format(Duration::from_micros(1500)), "2m", "rounded up");
+        assert_eq!(format(Duration::from_secs(200_000)), "200000S");
     }
 }

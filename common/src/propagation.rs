@@ -65,6 +65,29 @@ pub fn inject<T>(span: &tracing::Span, req: &mut tonic::Request<T>) {
     });
 }
 
+/// Puts `span`'s trace context into the headers of an outgoing HTTP/2 request (for clients that
+/// build their requests themselves, as the loadgen does).
+pub fn inject_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
+    let cx = span.context();
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut HeaderInjector(headers))
+    });
+}
+
+/// Writes propagation headers into HTTP headers.
+struct HeaderInjector<'a>(&'a mut http::HeaderMap);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(key.as_bytes()),
+            http::HeaderValue::try_from(value),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
 /// Marks `span` as failed in the exported trace, with `message`.
 pub fn set_error(span: &tracing::Span, message: impl Into<String>) {
     span.set_status(opentelemetry::trace::Status::error(message.into()));

@@ -22,7 +22,8 @@ pub struct Cli {
     pub telemetry: fanout_common::telemetry::TelemetryArgs,
 
     /// Runtime worker threads driving the load [default: one per core]. On a machine shared
-    /// with the server under test, fewer threads can leave it more CPU.
+    /// with the server under test, fewer threads can leave it more CPU; 1 runs tokio's
+    /// single-threaded scheduler (no work stealing, no cross-thread wake-ups).
     #[arg(long, global = true, env = "LOADGEN_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
 }

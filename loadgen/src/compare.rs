@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use backend::latency::LatencySpec;
-use fanout_proto::v1::aggregator_client::AggregatorClient;
-use fanout_proto::v1::{AggregateRequest, Fanout, FetchRequest, Mode};
+use fanout_proto::v1::{AggregateReply, AggregateRequest, Fanout, FetchRequest, Mode};
 use serde::Serialize;
 use tokio::sync::watch;
 
@@ -14,7 +13,7 @@ use crate::cli::{CompareArgs, Rpc};
 use crate::deploy::{Deployment, DeploymentSpec};
 use crate::report::{ms, thousands, write_json};
 use crate::theory::{self, Setup};
-use crate::workers::Load;
+use crate::workers::{Load, paths};
 use crate::{calls, connect, cores, describe, measure, normalize_url, probe, report};
 
 /// One configuration's measurement beside its bound.
@@ -182,8 +181,8 @@ pub async fn compare(
 
 /// Checks a live target for `compare`; returns how many backends a call fans out to.
 async fn check_target(url: &str) -> anyhow::Result<usize> {
-    let channel = connect(url, 1).await?.remove(0);
-    probe(url, channel.clone(), Rpc::Aggregate).await?;
+    let mut conn = connect(url, 1).await?.remove(0);
+    probe(url, &conn, Rpc::Aggregate).await?;
     let req = AggregateRequest {
         query: "loadgen-probe".into(),
         fanout: Some(Fanout::Concurrent.into()),
@@ -192,8 +191,8 @@ async fn check_target(url: &str) -> anyhow::Result<usize> {
         no_cache: true,
         ..Default::default()
     };
-    let reply = AggregatorClient::new(channel)
-        .aggregate(req)
+    let reply = conn
+        .call::<AggregateReply>(paths::AGGREGATE, &req, Some(Duration::from_secs(10)))
         .await
         .map_err(|s| {
             anyhow::anyhow!(
@@ -203,7 +202,6 @@ async fn check_target(url: &str) -> anyhow::Result<usize> {
                 s.message()
             )
         })?;
-    let reply = reply.into_inner();
     let refused = reply.results.iter().find(|r| {
         matches!(&r.outcome, Some(fanout_proto::v1::backend_result::Outcome::Failure(f)) if f.code_name == "PERMISSION_DENIED")
     });
@@ -280,6 +278,7 @@ async fn measure_row(
             &channels,
             &FetchRequest::default(),
             &aggregate,
+            load.timeout,
         );
         let label = format!("{} / {}", fanout.cli_name(), mode.cli_name());
         anyhow::Ok(measure(label, load, calls, stop).await)

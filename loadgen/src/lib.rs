@@ -29,9 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use fanout_proto::v1::aggregator_client::AggregatorClient;
-use fanout_proto::v1::backend_client::BackendClient;
-use fanout_proto::v1::{AggregateRequest, Fanout, FetchRequest, Mode, StatsRequest};
+use fanout_proto::v1::{AggregateRequest, Fanout, FetchRequest, Mode, ServerStats, StatsRequest};
 use tokio::sync::watch;
 use tonic::Code;
 
@@ -43,7 +41,7 @@ use crate::monitor::Monitor;
 use crate::report::{RunReport, StreamReport};
 use crate::stats::Percentiles;
 use crate::theory::Setup;
-use crate::workers::{Call, Load, Outcome, Progress};
+use crate::workers::{Call, Load, Outcome, Progress, paths};
 
 /// The number of cores, for the CPU-bound theory.
 pub fn cores() -> usize {
@@ -94,18 +92,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// Checks that `channel` leads to the kind of fanout server `rpc` needs.
-pub async fn probe(url: &str, channel: Conn, rpc: Rpc) -> anyhow::Result<()> {
-    let (service, answer) = match rpc {
-        Rpc::Fetch => (
-            "fanout.v1.Backend",
-            BackendClient::new(channel).stats(StatsRequest {}).await,
-        ),
-        Rpc::Aggregate | Rpc::Stream => (
-            "fanout.v1.Aggregator",
-            AggregatorClient::new(channel).stats(StatsRequest {}).await,
-        ),
+/// Checks that `conn` leads to the kind of fanout server `rpc` needs.
+pub async fn probe(url: &str, conn: &Conn, rpc: Rpc) -> anyhow::Result<()> {
+    let (service, path) = match rpc {
+        Rpc::Fetch => ("fanout.v1.Backend", paths::BACKEND_STATS),
+        Rpc::Aggregate | Rpc::Stream => ("fanout.v1.Aggregator", paths::AGGREGATOR_STATS),
     };
+    let answer = conn
+        .clone()
+        .call::<ServerStats>(path, &StatsRequest {}, Some(Duration::from_secs(5)))
+        .await;
     match answer {
         Ok(_) => Ok(()),
         Err(s) if s.code() == Code::Unimplemented => bail!(
@@ -126,11 +122,7 @@ pub async fn probe(url: &str, channel: Conn, rpc: Rpc) -> anyhow::Result<()> {
 /// Makes one call of the exact kind the load will make, so a request the target refuses
 /// (overrides not allowed, unknown backend) stops the run with the target's own reason.
 async fn probe_call(call: &Call) -> anyhow::Result<()> {
-    let mut call = call.clone();
-    let status = match &mut call {
-        Call::Fetch(c, r) => c.fetch(r.clone()).await.err(),
-        Call::Aggregate(c, r) | Call::Stream(c, r) => c.aggregate(r.clone()).await.err(),
-    };
+    let status = call.clone().once().await.err();
     match status {
         Some(s)
             if matches!(
@@ -151,19 +143,21 @@ async fn probe_call(call: &Call) -> anyhow::Result<()> {
     }
 }
 
-/// Builds the calls for `rpc`, one per channel.
+/// Builds the calls for `rpc`, one per connection; `timeout` is sent as each call's
+/// `grpc-timeout`.
 pub fn calls(
     rpc: Rpc,
-    channels: &[Conn],
+    conns: &[Conn],
     fetch: &FetchRequest,
     aggregate: &AggregateRequest,
+    timeout: Option<Duration>,
 ) -> Vec<Call> {
-    channels
+    conns
         .iter()
-        .map(|ch| match rpc {
-            Rpc::Fetch => Call::Fetch(BackendClient::new(ch.clone()), fetch.clone()),
-            Rpc::Aggregate => Call::Aggregate(AggregatorClient::new(ch.clone()), aggregate.clone()),
-            Rpc::Stream => Call::Stream(AggregatorClient::new(ch.clone()), aggregate.clone()),
+        .map(|conn| match rpc {
+            Rpc::Fetch => Call::fetch(conn, fetch, timeout),
+            Rpc::Aggregate => Call::aggregate(conn, aggregate, false, timeout),
+            Rpc::Stream => Call::aggregate(conn, aggregate, true, timeout),
         })
         .collect()
 }
@@ -224,7 +218,7 @@ async fn run_against(
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<RunReport> {
     let channels = connect(target, args.load.connections).await?;
-    probe(target, channels[0].clone(), args.rpc).await?;
+    probe(target, &channels[0], args.rpc).await?;
     let delay_ms = args
         .delay
         .map(|d| d.as_millis().min(u32::MAX as u128) as u32);
@@ -245,10 +239,10 @@ async fn run_against(
         no_cache: args.no_cache,
         ..Default::default()
     };
-    let calls = calls(args.rpc, &channels, &fetch, &aggregate);
+    let load = args.load.load(args.duration, args.warmup);
+    let calls = calls(args.rpc, &channels, &fetch, &aggregate, load.timeout);
     probe_call(&calls[0]).await?;
 
-    let load = args.load.load(args.duration, args.warmup);
     let rpc = format!("{:?}", args.rpc).to_lowercase();
     let outcome = measure(format!("{rpc} → {target}"), load, calls, stop).await;
 

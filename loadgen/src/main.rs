@@ -8,7 +8,14 @@ use tokio::sync::watch;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = fanout_common::thread::runtime(cli.threads.map_or(0, usize::from), "loadgen")?;
+    // One thread: tokio's single-threaded scheduler, with no work stealing or cross-thread
+    // wake-ups to pay for.
+    let runtime = match cli.threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        threads => fanout_common::thread::runtime(threads.map_or(0, usize::from), "loadgen")?,
+    };
     // Only errors by default: the local deployment's servers would otherwise interleave their
     // logs (stall warnings in the blocking configurations) with the table. RUST_LOG widens it.
     // The exporter's channel lives on the runtime, so set telemetry up inside it.

@@ -14,16 +14,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanout_proto::v1::aggregator_client::AggregatorClient;
-use fanout_proto::v1::backend_client::BackendClient;
-use fanout_proto::v1::{AggregateRequest, FetchRequest, aggregate_event::Event};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tokio::time::{Instant, sleep_until, timeout};
+use fanout_proto::v1::{
+    AggregateEvent, AggregateReply, AggregateRequest, FetchReply, FetchRequest,
+    aggregate_event::Event,
+};
+use tokio::sync::{oneshot, watch};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tonic::Code;
 use tracing::Instrument;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Prepared, decode};
 use crate::stats::Stats;
 
 /// How much load, for how long.
@@ -44,12 +44,29 @@ pub struct Load {
     pub timeout: Option<Duration>,
 }
 
-/// One kind of call, ready to send (cloning shares the connection).
+/// The gRPC methods the loadgen calls.
+pub mod paths {
+    pub const FETCH: &str = "/fanout.v1.Backend/Fetch";
+    pub const BACKEND_STATS: &str = "/fanout.v1.Backend/Stats";
+    pub const AGGREGATE: &str = "/fanout.v1.Aggregator/Aggregate";
+    pub const AGGREGATE_STREAM: &str = "/fanout.v1.Aggregator/AggregateStream";
+    pub const AGGREGATOR_STATS: &str = "/fanout.v1.Aggregator/Stats";
+}
+
+/// Which RPC a call makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Fetch,
+    Aggregate,
+    Stream,
+}
+
+/// One kind of call, encoded once and ready to send (cloning shares the connection).
 #[derive(Debug, Clone)]
-pub enum Call {
-    Fetch(BackendClient<Conn>, FetchRequest),
-    Aggregate(AggregatorClient<Conn>, AggregateRequest),
-    Stream(AggregatorClient<Conn>, AggregateRequest),
+pub struct Call {
+    conn: Conn,
+    kind: Kind,
+    request: Prepared,
 }
 
 /// What one call came to.
@@ -72,33 +89,78 @@ impl Done {
 }
 
 impl Call {
+    /// A `Fetch` of `req` over `conn`; `timeout` is sent as the call's `grpc-timeout`.
+    pub fn fetch(conn: &Conn, req: &FetchRequest, timeout: Option<Duration>) -> Self {
+        Call {
+            request: conn.prepare(paths::FETCH, req, timeout),
+            conn: conn.clone(),
+            kind: Kind::Fetch,
+        }
+    }
+
+    /// An `Aggregate` (or, with `stream`, an `AggregateStream`) of `req` over `conn`.
+    pub fn aggregate(
+        conn: &Conn,
+        req: &AggregateRequest,
+        stream: bool,
+        timeout: Option<Duration>,
+    ) -> Self {
+        let (kind, path) = match stream {
+            false => (Kind::Aggregate, paths::AGGREGATE),
+            true => (Kind::Stream, paths::AGGREGATE_STREAM),
+        };
+        Call {
+            request: conn.prepare(path, req, timeout),
+            conn: conn.clone(),
+            kind,
+        }
+    }
+
+    /// The connection this call goes over.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// Makes the call once; the status is the target's answer (the probe before a run).
+    pub async fn once(&mut self) -> Result<(), tonic::Status> {
+        let span = tracing::Span::none();
+        match self.kind {
+            Kind::Fetch => {
+                decode::<FetchReply>(self.conn.unary(&self.request, &span).await?).map(drop)
+            }
+            Kind::Aggregate => {
+                decode::<AggregateReply>(self.conn.unary(&self.request, &span).await?).map(drop)
+            }
+            Kind::Stream => {
+                self.conn
+                    .server_stream(&self.request, &span, |m| {
+                        decode::<AggregateEvent>(m).map(drop)
+                    })
+                    .await
+            }
+        }
+    }
+
     async fn invoke(&mut self, limit: Option<Duration>) -> Done {
-        let started = Instant::now();
         // A client span, only when traces are exported (otherwise this is a no-op); its
         // context travels with the request.
         let span = tracing::info_span!("call", otel.name = "loadgen call", otel.kind = "client");
         let call = async {
-            match self {
-                Call::Fetch(client, req) => {
-                    let mut r = tonic::Request::new(req.clone());
-                    traced(&span, &mut r);
-                    if let Some(limit) = limit {
-                        r.set_timeout(limit);
-                    }
-                    match client.fetch(r).await {
-                        Ok(_) => Done::status(Code::Ok),
-                        Err(s) => Done::status(s.code()),
-                    }
-                }
-                Call::Aggregate(client, req) => {
-                    let mut r = tonic::Request::new(req.clone());
-                    traced(&span, &mut r);
-                    if let Some(limit) = limit {
-                        r.set_timeout(limit);
-                    }
-                    match client.aggregate(r).await {
+            match self.kind {
+                // The answer is counted by its status, not decoded: the probe before the run
+                // checked that this target answers Fetch with FetchReply.
+                Kind::Fetch => match self.conn.unary(&self.request, &span).await {
+                    Ok(_) => Done::status(Code::Ok),
+                    Err(s) => Done::status(s.code()),
+                },
+                Kind::Aggregate => {
+                    let reply = match self.conn.unary(&self.request, &span).await {
+                        Ok(answer) => decode::<AggregateReply>(answer),
+                        Err(s) => Err(s),
+                    };
+                    match reply {
                         Ok(reply) => {
-                            let s = reply.into_inner().summary.unwrap_or_default();
+                            let s = reply.summary.unwrap_or_default();
                             Done {
                                 degraded: s.failed + s.timed_out > 0,
                                 ..Done::status(Code::Ok)
@@ -107,20 +169,13 @@ impl Call {
                         Err(s) => Done::status(s.code()),
                     }
                 }
-                Call::Stream(client, req) => {
-                    let mut r = tonic::Request::new(req.clone());
-                    traced(&span, &mut r);
-                    if let Some(limit) = limit {
-                        r.set_timeout(limit);
-                    }
-                    let mut stream = match client.aggregate_stream(r).await {
-                        Ok(s) => s.into_inner(),
-                        Err(s) => return Done::status(s.code()),
-                    };
+                Kind::Stream => {
+                    let started = Instant::now();
                     let mut done = Done::status(Code::Ok);
-                    loop {
-                        match stream.message().await {
-                            Ok(Some(ev)) => match ev.event {
+                    let streamed = self
+                        .conn
+                        .server_stream(&self.request, &span, |message| {
+                            match decode::<AggregateEvent>(message)?.event {
                                 Some(Event::Result(_)) => {
                                     done.results += 1;
                                     done.first_result.get_or_insert_with(|| started.elapsed());
@@ -129,16 +184,14 @@ impl Call {
                                     done.degraded = s.failed + s.timed_out > 0
                                 }
                                 None => {}
-                            },
-                            Ok(None) => return done,
-                            Err(s) => {
-                                return Done {
-                                    code: s.code(),
-                                    ..done
-                                };
                             }
-                        }
+                            Ok(())
+                        })
+                        .await;
+                    if let Err(s) = streamed {
+                        done.code = s.code();
                     }
+                    done
                 }
             }
         };
@@ -152,12 +205,8 @@ impl Call {
     }
 }
 
-/// Puts the call span's trace context into the request, when there is one.
-fn traced<T>(span: &tracing::Span, req: &mut tonic::Request<T>) {
-    if !span.is_disabled() {
-        fanout_common::propagation::inject(span, req);
-    }
-}
+/// How long a worker waits after a call failed because its connection is gone.
+const CLOSED_CONNECTION_PAUSE: Duration = Duration::from_millis(100);
 
 /// Live counters for the progress display.
 #[derive(Debug, Default)]
@@ -224,17 +273,24 @@ pub async fn drive(
         done: AtomicBool::new(false),
         load,
     });
-    let mut workers = JoinSet::new();
+    // Each worker runs on the task of its connection (see `Conn::beside`): the calls of one
+    // connection then leave in one write per turn, not one write per call.
     let mut measured = Vec::with_capacity(schedule.load.concurrency);
+    let mut stopped = Vec::with_capacity(schedule.load.concurrency);
     for w in 0..schedule.load.concurrency.max(1) {
         let m = Arc::new(Mutex::new(Measured::default()));
         measured.push(m.clone());
-        workers.spawn(worker(
-            schedule.clone(),
-            calls[w % calls.len()].clone(),
-            progress.clone(),
-            m,
-        ));
+        let call = calls[w % calls.len()].clone();
+        let conn = call.conn().clone();
+        let work = worker(schedule.clone(), call, progress.clone(), m);
+        let (finished, done) = oneshot::channel::<()>();
+        stopped.push(done);
+        // `done` resolves when the worker ends or is dropped (stopped, or its connection's task
+        // gone).
+        conn.beside(async move {
+            work.await;
+            drop(finished);
+        });
     }
 
     // A closed loop ends at the end of its window; an open loop when its schedule is sent and
@@ -245,7 +301,13 @@ pub async fn drive(
             None => std::future::pending().await,
         }
     };
-    let all_done = async { while workers.join_next().await.is_some() {} };
+    let all_done = async {
+        for done in &mut stopped {
+            if !done.is_terminated() {
+                let _ = done.await;
+            }
+        }
+    };
     let warmed = async {
         sleep_until(measure_from).await;
         progress.measuring.store(true, Relaxed);
@@ -258,7 +320,15 @@ pub async fn drive(
         _ = stop.wait_for(|stop| *stop) => true,
     };
     schedule.done.store(true, Relaxed);
-    workers.shutdown().await;
+    // Abandon the calls in flight and wait until every worker has let go of its figures.
+    for call in &calls {
+        call.conn().stop_beside();
+    }
+    for done in stopped {
+        if !done.is_terminated() {
+            let _ = done.await;
+        }
+    }
 
     let mut stats = Stats::default();
     let mut last = measure_from;
@@ -329,6 +399,12 @@ async fn worker(
             if done.code != Code::Ok {
                 progress.errors.fetch_add(1, Relaxed);
             }
+        }
+        if done.code != Code::Ok && call.conn().is_closed() {
+            // The target closed the connection or went away: every call over it now fails
+            // at once. Count that at a client's reconnect pace rather than a million times a
+            // second (the loadgen does not reconnect; the report shows UNAVAILABLE).
+            sleep(CLOSED_CONNECTION_PAUSE).await;
         }
     }
 }
