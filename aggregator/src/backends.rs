@@ -1,14 +1,34 @@
-//! The aggregator's backends: one lazily connected HTTP/2 channel per backend, reused by every
-//! call, and the per-backend concurrency limit.
+//! The aggregator's backends: one lazily connected HTTP/2 connection per backend, reused by
+//! every call and opened again after it breaks, and the per-backend concurrency limit.
+//!
+//! The calls go straight over `h2` (`fanout_common::h2client`) rather than through tonic's
+//! `Channel`: that measured about half the aggregator's client CPU per backend call, the
+//! difference between meeting the zero-latency cost target and not (BENCHMARKS.md §2). What
+//! `Channel` did besides, this does too: connect on first use (the aggregator starts while a
+//! backend is down), resolve hostnames (compose service names), bound a connection attempt to
+//! a second, reconnect after a failure, and send HTTP/2 pings so a backend that vanished
+//! without closing its connection is noticed.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use fanout_proto::v1::backend_client::BackendClient;
+use bytes::Bytes;
+use fanout_common::h2client;
+use fanout_proto::v1::{FetchReply, FetchRequest};
+use h2::client::SendRequest;
+use h2::{Ping, PingPong};
+use http::Uri;
+use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
+use tokio::time::{Instant, sleep, timeout};
+use tonic::Status;
+
+/// How long one connection attempt may take: per-attempt timeouts bound a call anyway, and a
+/// quick failure (UNAVAILABLE) can be retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The most backends one aggregator calls.
 pub const MAX_BACKENDS: usize = 64;
@@ -96,8 +116,8 @@ pub fn check_specs(specs: &[BackendSpec]) -> Result<(), String> {
 pub struct BackendHandle {
     pub name: String,
     pub url: String,
-    /// Cloning a tonic client is cheap and shares the one channel.
-    pub client: BackendClient<Channel>,
+    /// The backend's connection, shared by every call.
+    pub channel: BackendChannel,
     /// Slots for calls in flight at this backend (`--backend-concurrency`).
     pub slots: Arc<Semaphore>,
     pub slot_count: usize,
@@ -118,8 +138,8 @@ pub struct Keepalive {
 pub struct Backends(Vec<BackendHandle>);
 
 impl Backends {
-    /// Creates a lazily connected channel per backend. Must run inside a tokio runtime (the
-    /// channel's connection task lives there).
+    /// Creates a lazily connected channel per backend (connected by the first call, on the
+    /// runtime that call runs on).
     pub fn connect(specs: &[BackendSpec], concurrency: usize, keepalive: Keepalive) -> Self {
         Backends(
             specs
@@ -127,7 +147,7 @@ impl Backends {
                 .map(|spec| BackendHandle {
                     name: spec.name.clone(),
                     url: spec.url.clone(),
-                    client: BackendClient::new(channel(&spec.url, keepalive)),
+                    channel: BackendChannel::new(&spec.url, keepalive),
                     keepalive,
                     slots: Arc::new(Semaphore::new(concurrency)),
                     slot_count: concurrency,
@@ -145,7 +165,7 @@ impl Backends {
                 .map(|b| BackendHandle {
                     name: b.name.clone(),
                     url: b.url.clone(),
-                    client: BackendClient::new(channel(&b.url, b.keepalive)),
+                    channel: BackendChannel::new(&b.url, b.keepalive),
                     keepalive: b.keepalive,
                     slots: b.slots.clone(),
                     slot_count: b.slot_count,
@@ -181,21 +201,185 @@ impl Backends {
     }
 }
 
-/// One HTTP/2 channel to `url`, connected on first use and reconnected after failures.
-fn channel(url: &str, keepalive: Keepalive) -> Channel {
-    // The URL was checked when the flags were parsed.
-    let endpoint = Endpoint::from_shared(url.to_owned()).expect("checked backend URL");
-    endpoint
-        // Fail a connection attempt quickly: per-attempt timeouts bound the call anyway, and a
-        // quick failure (UNAVAILABLE) can be retried.
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true)
-        // HTTP/2 pings notice a backend that died without closing its connection (a host that
-        // vanished, a SIGSTOPped process), so the channel reconnects instead of waiting forever.
-        .http2_keep_alive_interval(keepalive.interval)
-        .keep_alive_timeout(keepalive.timeout)
-        .keep_alive_while_idle(true)
-        .connect_lazy()
+/// One backend's HTTP/2 connection: opened by the first call that needs it, shared by all
+/// calls while it lives, opened again by the next call after it closes or breaks.
+#[derive(Debug)]
+pub struct BackendChannel {
+    host: String,
+    port: u16,
+    /// `http://host:port/fanout.v1.Backend/Fetch`.
+    fetch_uri: Uri,
+    keepalive: Keepalive,
+    /// The connection in use, if there is one.
+    live: Mutex<Option<Live>>,
+    /// Held while connecting, so concurrent calls share one attempt; holds the last failed
+    /// attempt's error and when it failed.
+    connecting: tokio::sync::Mutex<Option<(Instant, Status)>>,
+}
+
+#[derive(Debug)]
+struct Live {
+    send: SendRequest<Bytes>,
+    ended: Arc<Ended>,
+}
+
+/// Set by a connection's task when the connection has ended.
+#[derive(Debug, Default)]
+struct Ended {
+    yes: AtomicBool,
+    /// Why, when the aggregator itself dropped it (an unanswered ping).
+    why: OnceLock<String>,
+}
+
+impl BackendChannel {
+    /// A channel to `url` (checked by [`BackendSpec`]'s parser); nothing is connected yet.
+    pub fn new(url: &str, keepalive: Keepalive) -> Self {
+        let uri: Uri = url.parse().expect("checked backend URL");
+        let authority = uri.authority().expect("checked backend URL").clone();
+        BackendChannel {
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: authority.port_u16().expect("checked backend URL"),
+            fetch_uri: Uri::builder()
+                .scheme("http")
+                .authority(authority)
+                .path_and_query("/fanout.v1.Backend/Fetch")
+                .build()
+                .expect("a URI from a checked one"),
+            keepalive,
+            live: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// One `Fetch` with `deadline` sent as its `grpc-timeout` and `span`'s trace context. A
+    /// connection that cannot be opened, breaks or closes under the call is `UNAVAILABLE`
+    /// ([`h2client::is_connection_failure`]). Dropping the future cancels the call at the
+    /// backend.
+    pub async fn fetch(
+        &self,
+        req: &FetchRequest,
+        deadline: Duration,
+        span: &tracing::Span,
+    ) -> Result<FetchReply, Status> {
+        let (mut send, ended) = self.sender().await?;
+        let mut head = h2client::head(self.fetch_uri.clone(), Some(deadline));
+        if !span.is_disabled() {
+            fanout_common::propagation::inject_headers(span, head.headers_mut());
+        }
+        match h2client::unary(&mut send, head, h2client::frame(req)).await {
+            Ok(answer) => h2client::decode(answer),
+            // Say why when the aggregator closed the connection itself.
+            Err(status) if h2client::is_connection_failure(&status) => match ended.why.get() {
+                Some(why) => Err(Status::unavailable(format!("{}: {why}", status.message()))),
+                None => Err(status),
+            },
+            Err(status) => Err(status),
+        }
+    }
+
+    /// A handle on the live connection, connecting first if there is none.
+    async fn sender(&self) -> Result<(SendRequest<Bytes>, Arc<Ended>), Status> {
+        if let Some(handle) = self.current() {
+            return Ok(handle);
+        }
+        let asked = Instant::now();
+        let mut last_failure = self.connecting.lock().await;
+        // Another call may have connected, or failed to, while this one waited its turn.
+        if let Some(handle) = self.current() {
+            return Ok(handle);
+        }
+        if let Some((failed_at, status)) = &*last_failure
+            && *failed_at >= asked
+        {
+            return Err(status.clone());
+        }
+        match self.connect().await {
+            Ok(live) => {
+                let handle = (live.send.clone(), live.ended.clone());
+                *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+                *last_failure = None;
+                Ok(handle)
+            }
+            Err(status) => {
+                *last_failure = Some((Instant::now(), status.clone()));
+                Err(status)
+            }
+        }
+    }
+
+    fn current(&self) -> Option<(SendRequest<Bytes>, Arc<Ended>)> {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.as_ref()
+            .filter(|l| !l.ended.yes.load(Relaxed))
+            .map(|l| (l.send.clone(), l.ended.clone()))
+    }
+
+    async fn connect(&self) -> Result<Live, Status> {
+        let failed = |what: String| Status::unavailable(format!("tcp connect error: {what}"));
+        let tcp = match timeout(
+            CONNECT_TIMEOUT,
+            TcpStream::connect((self.host.as_str(), self.port)),
+        )
+        .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Err(_) => return Err(failed(format!("no connection within {CONNECT_TIMEOUT:?}"))),
+        };
+        let _ = tcp.set_nodelay(true);
+        let (send, mut connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(4 << 20)
+            .handshake::<_, Bytes>(tcp)
+            .await
+            .map_err(h2client::h2_status)?;
+        let ping = connection
+            .ping_pong()
+            .expect("a new connection has its ping handle");
+        let ended = Arc::new(Ended::default());
+        let keepalive = self.keepalive;
+        let label = format!("{}:{}", self.host, self.port);
+        let mark = ended.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = &mut connection => {}
+                why = keep_alive(ping, keepalive, &label) => {
+                    let _ = mark.why.set(why);
+                }
+            }
+            mark.yes.store(true, Relaxed);
+            // Dropping the connection fails the calls still on it (UNAVAILABLE, retryable).
+        });
+        Ok(Live { send, ended })
+    }
+}
+
+/// Pings the backend every `interval`; returns why it stopped when a ping goes unanswered
+/// for `timeout` (or cannot be sent).
+async fn keep_alive(mut ping: PingPong, keepalive: Keepalive, backend: &str) -> String {
+    loop {
+        sleep(keepalive.interval).await;
+        if let Err(e) = ping.send_ping(Ping::opaque()) {
+            return format!("keep-alive ping failed: {e}");
+        }
+        let pong = std::future::poll_fn(|cx| ping.poll_pong(cx));
+        match timeout(keepalive.timeout, pong).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
+            Err(_) => {
+                let why = format!(
+                    "keep-alive timed out: no answer to a ping within {}",
+                    fanout_common::cli::fmt_duration(keepalive.timeout)
+                );
+                tracing::warn!("backend {backend}: {why}; dropping its connection");
+                return why;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

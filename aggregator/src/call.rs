@@ -217,19 +217,20 @@ async fn one_attempt(
         }
     };
 
-    let mut req = tonic::Request::new(FetchRequest {
+    let req = FetchRequest {
         query: plan.query.clone(),
         delay_ms: plan.delay_ms,
         fail: plan.fail,
         mode: plan.mode.map(Into::into),
-    });
-    req.set_timeout(limit);
-    // The backend's server span becomes a child of this attempt's span.
-    propagation::inject(&tracing::Span::current(), &mut req);
+    };
     Counters::bump(&ctx.counters.backend_attempts);
     let started = Instant::now();
-    match timeout(limit, backend.client.clone().fetch(req)).await {
-        Ok(Ok(reply)) => Ok(reply.into_inner()),
+    // The deadline goes along as grpc-timeout, and the backend's server span becomes a child
+    // of this attempt's span.
+    let span = tracing::Span::current();
+    let call = backend.channel.fetch(&req, limit, &span);
+    match timeout(limit, call).await {
+        Ok(Ok(reply)) => Ok(reply),
         // A backend that gives up at the grpc-timeout we sent answers CANCELLED or
         // DEADLINE_EXCEEDED a moment before our own timer fires: that is this attempt's timeout.
         Ok(Err(status))
@@ -238,21 +239,9 @@ async fn one_attempt(
         {
             Err(timed_out())
         }
-        // A connection that broke mid-call (the backend died, reset or closed it) surfaces as
-        // UNKNOWN or CANCELLED with a transport error behind it: for the caller that is the
-        // backend being unavailable, which is retryable.
-        Ok(Err(status)) if lost_connection(&status) => Err(CallError::Status(
-            tonic::Status::unavailable(format!("connection lost mid-call: {}", status.message())),
-        )),
+        // A connection that could not be opened, or broke or closed under the call, is
+        // UNAVAILABLE (retryable) with the reason in its message.
         Ok(Err(status)) => Err(CallError::Status(status)),
         Err(_elapsed) => Err(timed_out()),
     }
-}
-
-/// Whether `status` is the client's report of a broken connection rather than the backend's
-/// own answer. A status that came over the wire carries no error source; one the client made
-/// from a local failure (transport, h2, hyper: "connection reset", "connection closed") does.
-fn lost_connection(status: &tonic::Status) -> bool {
-    matches!(status.code(), Code::Unknown | Code::Cancelled)
-        && std::error::Error::source(status).is_some()
 }

@@ -27,14 +27,17 @@ pub fn parse(value: &str) -> Option<Duration> {
     })
 }
 
-/// Writes `d` as a `grpc-timeout` value: whole milliseconds when they fit the spec's 8 digits
-/// (rounded up, so a deadline is never sent shorter than it is), whole seconds otherwise.
+/// Writes `d` as a `grpc-timeout` value in the finest unit whose 8 digits hold it, rounded
+/// down: a deadline passed on is never longer than the time there is.
 pub fn format(d: Duration) -> String {
-    let ms = d.as_nanos().div_ceil(1_000_000);
-    if ms < 100_000_000 {
+    const MAX: u128 = 99_999_999;
+    let (us, ms) = (d.as_micros(), d.as_millis());
+    if us <= MAX {
+        format!("{us}u")
+    } else if ms <= MAX {
         format!("{ms}m")
     } else {
-        format!("{}S", d.as_secs().min(99_999_999))
+        format!("{}S", d.as_secs().min(MAX as u64))
     }
 }
 
@@ -63,7 +66,12 @@ mod tests {
         ] {
             assert_eq!(parse(&format(d)), Some(d));
         }
-        assert_eq!(format(Duration::from_micros(1500)), "2m", "rounded up");
+        assert_eq!(
+            format(Duration::from_nanos(1_500_900)),
+            "1500u",
+            "rounded down"
+        );
+        assert_eq!(format(Duration::from_secs(200)), "200000m");
         assert_eq!(format(Duration::from_secs(200_000)), "200000S");
     }
 }

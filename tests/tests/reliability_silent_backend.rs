@@ -132,11 +132,14 @@ async fn aggregator_for(
 }
 
 /// One call with a 4 s deadline: the silent backend's result, and how long the call took.
-async fn stuck_call(mut client: AggregatorClient<Channel>) -> (BackendResult, Duration) {
+async fn stuck_call(
+    mut client: AggregatorClient<Channel>,
+    deadline_ms: u32,
+) -> (BackendResult, Duration) {
     let start = Instant::now();
     let call = client.aggregate(AggregateRequest {
         query: "stuck".into(),
-        deadline_ms: Some(4000),
+        deadline_ms: Some(deadline_ms),
         ..Default::default()
     });
     let reply = bounded(Duration::from_secs(8), call)
@@ -153,8 +156,9 @@ async fn stuck_call(mut client: AggregatorClient<Channel>) -> (BackendResult, Du
 /// 4 s deadline; without keepalive the same attempt waits out the whole deadline. The channel
 /// then opens a new connection, which the kernel accepts (a stopped process's listen backlog
 /// still completes handshakes), so the next attempt is just as stuck: with the default three
-/// attempts, a call with a long deadline is retried on fresh connections and still ends at its
-/// deadline, as DEADLINE_EXCEEDED with 2 or 3 attempts. Keepalive bounds how long a dead
+/// attempts, a call with a 5 s deadline is retried on fresh connections (two attempts of about
+/// 2 s each, then a third) and still ends at its deadline, as DEADLINE_EXCEEDED. (Not 4 s: two
+/// 2 s attempts would race the deadline.) Keepalive bounds how long a dead
 /// connection is trusted; the deadline still bounds the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_notices_a_silent_connection_before_the_deadline() {
@@ -168,10 +172,10 @@ async fn keepalive_notices_a_silent_connection_before_the_deadline() {
     let (_a4, retrying) = aggregator_for(&stopped_url, "1s", "3", true).await;
     let stopped = Stopped::new(&stopped_backend);
     let ((with, with_took), (without, without_took), (never, never_took), (retried, retried_took)) = tokio::join!(
-        stuck_call(with),
-        stuck_call(without),
-        stuck_call(never_client.clone()),
-        stuck_call(retrying)
+        stuck_call(with, 4000),
+        stuck_call(without, 4000),
+        stuck_call(never_client.clone(), 4000),
+        stuck_call(retrying, 5000)
     );
     drop(stopped);
     // The channel connects again for the next call (connections are made on demand).
@@ -237,7 +241,7 @@ async fn keepalive_notices_a_silent_connection_before_the_deadline() {
     assert_eq!(outcome_code(&retried), "DEADLINE_EXCEEDED", "{retried:?}");
     assert!(retried.attempts >= 2, "{retried:?}");
     assert!(
-        retried_took >= Duration::from_millis(3900),
+        retried_took >= Duration::from_millis(4900),
         "{retried_took:?}"
     );
 }
