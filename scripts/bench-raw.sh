@@ -3,6 +3,8 @@
 # fanout.v1.Backend/Fetch calls to the same zero-latency backend, alternately, ROUNDS times.
 # Prints each run and the median ratio loadgen/h2load. Loopback only; bounded by -n.
 #
+# The loadgen runs with --threads 1 (THREADS=N to change): h2load is one thread too.
+#
 # Usage: scripts/bench-raw.sh [CALLS_PER_RUN] [ROUNDS]     (defaults: 200000, 3)
 set -euo pipefail
 cd "$(dirname "$0")/.."

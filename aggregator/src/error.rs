@@ -18,24 +18,10 @@ pub enum CallError {
     Deadline { when: &'static str },
     #[error("no free slot within the deadline (--backend-concurrency {limit} reached)")]
     NoSlot { limit: usize },
-    #[error("{}", status_text(.0))]
+    /// The backend's answer, or the client's (`fanout_common::h2client`), whose message says
+    /// what failed ("tcp connect error: Connection refused").
+    #[error("{}", .0.message())]
     Status(Status),
-}
-
-/// A status's message, with the transport error behind it when there is one ("tcp connect
-/// error" alone does not say that the connection was refused).
-fn status_text(s: &Status) -> String {
-    let mut text = s.message().to_owned();
-    let mut source = std::error::Error::source(s);
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
 }
 
 fn fmt(d: Duration) -> String {

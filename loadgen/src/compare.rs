@@ -13,8 +13,9 @@ use crate::cli::{CompareArgs, Rpc};
 use crate::deploy::{Deployment, DeploymentSpec};
 use crate::report::{ms, thousands, write_json};
 use crate::theory::{self, Setup};
-use crate::workers::{Load, paths};
+use crate::workers::Load;
 use crate::{calls, connect, cores, describe, measure, normalize_url, probe, report};
+use fanout_proto::paths;
 
 /// One configuration's measurement beside its bound.
 #[derive(Debug, Clone, Serialize)]

@@ -41,7 +41,8 @@ use crate::monitor::Monitor;
 use crate::report::{RunReport, StreamReport};
 use crate::stats::Percentiles;
 use crate::theory::Setup;
-use crate::workers::{Call, Load, Outcome, Progress, paths};
+use crate::workers::{Call, Load, Outcome, Progress};
+use fanout_proto::paths;
 
 /// The number of cores, for the CPU-bound theory.
 pub fn cores() -> usize {

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fanout_proto::paths;
 use fanout_proto::v1::{
     AggregateEvent, AggregateReply, AggregateRequest, FetchReply, FetchRequest,
     aggregate_event::Event,
@@ -42,15 +43,6 @@ pub struct Load {
     /// Bound on one call (sent as grpc-timeout too). None: calls are bounded only by the end of
     /// the run, and nothing per call costs a timer.
     pub timeout: Option<Duration>,
-}
-
-/// The gRPC methods the loadgen calls.
-pub mod paths {
-    pub const FETCH: &str = "/fanout.v1.Backend/Fetch";
-    pub const BACKEND_STATS: &str = "/fanout.v1.Backend/Stats";
-    pub const AGGREGATE: &str = "/fanout.v1.Aggregator/Aggregate";
-    pub const AGGREGATE_STREAM: &str = "/fanout.v1.Aggregator/AggregateStream";
-    pub const AGGREGATOR_STATS: &str = "/fanout.v1.Aggregator/Stats";
 }
 
 /// Which RPC a call makes.
@@ -92,7 +84,7 @@ impl Call {
     /// A `Fetch` of `req` over `conn`; `timeout` is sent as the call's `grpc-timeout`.
     pub fn fetch(conn: &Conn, req: &FetchRequest, timeout: Option<Duration>) -> Self {
         Call {
-            request: conn.prepare(paths::FETCH, req, timeout),
+            request: conn.prepare(paths::BACKEND_FETCH, req, timeout),
             conn: conn.clone(),
             kind: Kind::Fetch,
         }

@@ -1,6 +1,7 @@
 //! The `fanout.v1` gRPC API, generated from `fanout/v1/fanout.proto` at build time.
 //!
 //! - [`v1`]: messages, the `Backend` and `Aggregator` clients and servers.
+//! - [`paths`]: the methods' HTTP/2 paths.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for the servers' reflection service, so
 //!   `grpcurl list` and `grpcurl describe` work without the .proto file.
 #![forbid(unsafe_code)]
@@ -8,6 +9,16 @@
 /// Messages and services of package `fanout.v1`.
 pub mod v1 {
     tonic::include_proto!("fanout.v1");
+}
+
+/// The HTTP/2 paths of the methods, for clients that build their requests themselves (the
+/// aggregator's backend calls and the loadgen, over `h2` directly).
+pub mod paths {
+    pub const BACKEND_FETCH: &str = "/fanout.v1.Backend/Fetch";
+    pub const BACKEND_STATS: &str = "/fanout.v1.Backend/Stats";
+    pub const AGGREGATE: &str = "/fanout.v1.Aggregator/Aggregate";
+    pub const AGGREGATE_STREAM: &str = "/fanout.v1.Aggregator/AggregateStream";
+    pub const AGGREGATOR_STATS: &str = "/fanout.v1.Aggregator/Stats";
 }
 
 /// The encoded `FileDescriptorSet` of the whole API, for `tonic-reflection`.

@@ -135,8 +135,7 @@ async fn a_killed_backend_is_reported_and_used_again_once_restarted() {
         }
         // Whenever the victim failed, it failed fast (the bound above) and as UNAVAILABLE:
         // connection refused once it is dead, and for a call waiting on it as it died the
-        // broken connection (which tonic reports as UNKNOWN or CANCELLED with a transport
-        // error behind it; the aggregator turns that into UNAVAILABLE and may retry it).
+        // broken connection (which the aggregator's client reports as UNAVAILABLE, retryable).
         let victim = code_of(reply, "victim");
         assert!(
             victim == "OK" || victim == "UNAVAILABLE",

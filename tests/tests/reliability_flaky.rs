@@ -5,11 +5,29 @@
 use std::time::{Duration, Instant};
 
 use aggregator::retry::RetryPolicy;
-use fanout_proto::v1::AggregateRequest;
 use fanout_proto::v1::aggregator_client::AggregatorClient;
+use fanout_proto::v1::{AggregateRequest, BackendResult};
 use fanout_tests::load::Load;
 use fanout_tests::*;
 use tonic::transport::Channel;
+
+/// The one backend's result of a distinct aggregate call (caller `caller`'s `i`-th), which
+/// must succeed as a whole.
+async fn one_result(
+    c: &mut AggregatorClient<Channel>,
+    caller: usize,
+    i: impl std::fmt::Display,
+) -> BackendResult {
+    let reply = c
+        .aggregate(AggregateRequest {
+            query: format!("c{caller}-{i}"),
+            ..Default::default()
+        })
+        .await
+        .expect("the call succeeds as a whole")
+        .into_inner();
+    reply.results[0].clone()
+}
 
 /// `callers` tasks making `per_caller` calls each; returns how many calls had `backend` OK.
 async fn ok_count(client: &AggregatorClient<Channel>, callers: usize, per_caller: usize) -> usize {
@@ -19,16 +37,9 @@ async fn ok_count(client: &AggregatorClient<Channel>, callers: usize, per_caller
             tokio::spawn(async move {
                 let mut ok = 0;
                 for i in 0..per_caller {
-                    let reply = c
-                        .aggregate(AggregateRequest {
-                            query: format!("c{caller}-{i}"),
-                            ..Default::default()
-                        })
-                        .await
-                        .expect("the call succeeds as a whole")
-                        .into_inner();
-                    let code = outcome_code(&reply.results[0]);
-                    assert!(code == "OK" || code == "UNAVAILABLE", "{reply:?}");
+                    let result = one_result(&mut c, caller, i).await;
+                    let code = outcome_code(&result);
+                    assert!(code == "OK" || code == "UNAVAILABLE", "{result:?}");
                     ok += usize::from(code == "OK");
                 }
                 ok
@@ -131,15 +142,8 @@ async fn an_always_failing_backend_gets_no_retry_storm() {
     let load = Load::start(8, Duration::from_secs(10), move |caller, i| {
         let mut c = client.clone();
         async move {
-            let reply = c
-                .aggregate(AggregateRequest {
-                    query: format!("c{caller}-{i}"),
-                    ..Default::default()
-                })
-                .await
-                .expect("the call succeeds as a whole")
-                .into_inner();
-            assert_eq!(outcome_code(&reply.results[0]), "UNAVAILABLE", "{reply:?}");
+            let result = one_result(&mut c, caller, i).await;
+            assert_eq!(outcome_code(&result), "UNAVAILABLE", "{result:?}");
         }
     });
     tokio::time::sleep(Duration::from_secs(2)).await;
