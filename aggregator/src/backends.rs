@@ -1,26 +1,23 @@
 //! The aggregator's backends: one lazily connected HTTP/2 connection per backend, reused by
 //! every call and opened again after it breaks, and the per-backend concurrency limit.
 //!
-//! The calls go straight over `h2` (`fanout_common::h2client`) rather than through tonic's
-//! `Channel`: the aggregator's CPU per aggregate call (one server call, three backend calls)
-//! fell from 159-195 µs to 109-118 µs with it (BENCHMARKS.md §2). What
-//! `Channel` did besides, this does too: connect on first use (the aggregator starts while a
-//! backend is down), resolve hostnames (compose service names), bound a connection attempt to
-//! a second, reconnect after a failure, and send HTTP/2 pings so a backend that vanished
-//! without closing its connection is noticed.
+//! The calls go over the workspace's own HTTP/2 client (`fanout_common::http2` and
+//! `fanout_common::grpc`) rather than through tonic's `Channel`, for CPU per call (BENCHMARKS.md
+//! §2). What `Channel` did besides, this does too: connect on first use (the aggregator starts
+//! while a backend is down), resolve hostnames (compose service names), bound a connection
+//! attempt to a second, reconnect after a failure, and send HTTP/2 pings so a backend that
+//! vanished without closing its connection is noticed. Calls from many tasks at once share the
+//! connection's output buffer, so the requests of concurrent calls leave in one write.
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use fanout_common::h2client;
+use fanout_common::grpc;
+use fanout_common::http2::{self, Client, Request};
 use fanout_proto::v1::{FetchReply, FetchRequest};
-use h2::client::SendRequest;
-use h2::{Ping, PingPong};
-use http::Uri;
+use http::{HeaderMap, Uri};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout};
@@ -207,28 +204,14 @@ impl Backends {
 pub struct BackendChannel {
     host: String,
     port: u16,
-    /// `http://host:port/fanout.v1.Backend/Fetch`.
-    fetch_uri: Uri,
+    /// `host:port`, sent as `:authority`.
+    authority: String,
     keepalive: Keepalive,
     /// The connection in use, if there is one.
-    live: Mutex<Option<Live>>,
+    live: Mutex<Option<Client>>,
     /// Held while connecting, so concurrent calls share one attempt; holds the last failed
     /// attempt's error and when it failed.
     connecting: tokio::sync::Mutex<Option<(Instant, Status)>>,
-}
-
-#[derive(Debug)]
-struct Live {
-    send: SendRequest<Bytes>,
-    ended: Arc<Ended>,
-}
-
-/// Set by a connection's task when the connection has ended.
-#[derive(Debug, Default)]
-struct Ended {
-    yes: AtomicBool,
-    /// Why, when the aggregator itself dropped it (an unanswered ping).
-    why: OnceLock<String>,
 }
 
 impl BackendChannel {
@@ -243,12 +226,7 @@ impl BackendChannel {
                 .trim_end_matches(']')
                 .to_owned(),
             port: authority.port_u16().expect("checked backend URL"),
-            fetch_uri: Uri::builder()
-                .scheme("http")
-                .authority(authority)
-                .path_and_query(fanout_proto::paths::BACKEND_FETCH)
-                .build()
-                .expect("a URI from a checked one"),
+            authority: authority.to_string(),
             keepalive,
             live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(None),
@@ -257,38 +235,38 @@ impl BackendChannel {
 
     /// One `Fetch` with `deadline` sent as its `grpc-timeout` and `span`'s trace context. A
     /// connection that cannot be opened, breaks or closes under the call is `UNAVAILABLE`
-    /// ([`h2client::h2_status`]). Dropping the future cancels the call at the backend.
+    /// ("connection failed: ..." says why). Dropping the future cancels the call at the backend.
     pub async fn fetch(
         &self,
         req: &FetchRequest,
         deadline: Duration,
         span: &tracing::Span,
     ) -> Result<FetchReply, Status> {
-        let (mut send, ended) = self.sender().await?;
-        let mut head = h2client::head(self.fetch_uri.clone(), Some(deadline));
-        if !span.is_disabled() {
-            fanout_common::propagation::inject_headers(span, head.headers_mut());
-        }
-        let answer = h2client::unary(&mut send, head, h2client::frame(req))
-            .await
-            .map_err(|status| match ended.why.get() {
-                // The aggregator closed the connection itself: say why.
-                Some(why) => Status::unavailable(format!("{}: {why}", status.message())),
-                None => status,
-            })?;
-        h2client::decode(answer)
+        let client = self.client().await?;
+        let trace_context = (!span.is_disabled()).then(|| {
+            let mut headers = HeaderMap::new();
+            fanout_common::propagation::inject_headers(span, &mut headers);
+            headers
+        });
+        let request = Request {
+            path: fanout_proto::paths::BACKEND_FETCH,
+            timeout: Some(deadline),
+            metadata: trace_context.as_ref(),
+        };
+        let answer = grpc::unary(&client, &request, &grpc::frame(req)).await?;
+        grpc::decode(answer)
     }
 
     /// A handle on the live connection, connecting first if there is none.
-    async fn sender(&self) -> Result<(SendRequest<Bytes>, Arc<Ended>), Status> {
-        if let Some(handle) = self.current() {
-            return Ok(handle);
+    async fn client(&self) -> Result<Client, Status> {
+        if let Some(client) = self.current() {
+            return Ok(client);
         }
         let asked = Instant::now();
         let mut last_failure = self.connecting.lock().await;
         // Another call may have connected, or failed to, while this one waited its turn.
-        if let Some(handle) = self.current() {
-            return Ok(handle);
+        if let Some(client) = self.current() {
+            return Ok(client);
         }
         if let Some((failed_at, status)) = &*last_failure
             && *failed_at >= asked
@@ -296,11 +274,10 @@ impl BackendChannel {
             return Err(status.clone());
         }
         match self.connect().await {
-            Ok(live) => {
-                let handle = (live.send.clone(), live.ended.clone());
-                *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(live);
+            Ok(client) => {
+                *self.live.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
                 *last_failure = None;
-                Ok(handle)
+                Ok(client)
             }
             Err(status) => {
                 *last_failure = Some((Instant::now(), status.clone()));
@@ -309,14 +286,12 @@ impl BackendChannel {
         }
     }
 
-    fn current(&self) -> Option<(SendRequest<Bytes>, Arc<Ended>)> {
+    fn current(&self) -> Option<Client> {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.as_ref()
-            .filter(|l| !l.ended.yes.load(Relaxed))
-            .map(|l| (l.send.clone(), l.ended.clone()))
+        live.as_ref().filter(|c| !c.is_closed()).cloned()
     }
 
-    async fn connect(&self) -> Result<Live, Status> {
+    async fn connect(&self) -> Result<Client, Status> {
         let failed = |what: String| Status::unavailable(format!("tcp connect error: {what}"));
         let tcp = match timeout(
             CONNECT_TIMEOUT,
@@ -329,52 +304,35 @@ impl BackendChannel {
             Err(_) => return Err(failed(format!("no connection within {CONNECT_TIMEOUT:?}"))),
         };
         let _ = tcp.set_nodelay(true);
-        let (send, mut connection) = h2::client::Builder::new()
-            .initial_window_size(1 << 20)
-            .initial_connection_window_size(4 << 20)
-            .handshake::<_, Bytes>(tcp)
-            .await
-            .map_err(h2client::h2_status)?;
-        let ping = connection
-            .ping_pong()
-            .expect("a new connection has its ping handle");
-        let ended = Arc::new(Ended::default());
-        let keepalive = self.keepalive;
-        let label = format!("{}:{}", self.host, self.port);
-        let mark = ended.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = &mut connection => {}
-                why = keep_alive(ping, keepalive, &label) => {
-                    let _ = mark.why.set(why);
-                }
-            }
-            mark.yes.store(true, Relaxed);
-            // Dropping the connection fails the calls still on it (UNAVAILABLE, retryable).
-        });
-        Ok(Live { send, ended })
+        let (client, driver) = http2::handshake(tcp, &self.authority);
+        // The driver ends with the connection; its calls then fail as UNAVAILABLE (retryable).
+        tokio::spawn(driver);
+        tokio::spawn(keep_alive(
+            client.clone(),
+            self.keepalive,
+            self.authority.clone(),
+        ));
+        Ok(client)
     }
 }
 
-/// Pings the backend every `interval`; returns why it stopped when a ping goes unanswered
-/// for `timeout` (or cannot be sent).
-async fn keep_alive(mut ping: PingPong, keepalive: Keepalive, backend: &str) -> String {
+/// Pings the backend every `interval` while the connection lives; ends the connection when a
+/// ping goes unanswered for `timeout`.
+async fn keep_alive(client: Client, keepalive: Keepalive, backend: String) {
     loop {
         sleep(keepalive.interval).await;
-        if let Err(e) = ping.send_ping(Ping::opaque()) {
-            return format!("keep-alive ping failed: {e}");
-        }
-        let pong = std::future::poll_fn(|cx| ping.poll_pong(cx));
-        match timeout(keepalive.timeout, pong).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return format!("keep-alive ping failed: {e}"),
+        match timeout(keepalive.timeout, client.ping()).await {
+            Ok(Ok(())) => {}
+            // The connection ended.
+            Ok(Err(_)) => return,
             Err(_) => {
                 let why = format!(
                     "keep-alive timed out: no answer to a ping within {}",
                     fanout_common::cli::fmt_duration(keepalive.timeout)
                 );
                 tracing::warn!("backend {backend}: {why}; dropping its connection");
-                return why;
+                client.abort(why);
+                return;
             }
         }
     }

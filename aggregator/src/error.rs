@@ -18,7 +18,7 @@ pub enum CallError {
     Deadline { when: &'static str },
     #[error("no free slot within the deadline (--backend-concurrency {limit} reached)")]
     NoSlot { limit: usize },
-    /// The backend's answer, or the client's (`fanout_common::h2client`), whose message says
+    /// The backend's answer, or the client's (`fanout_common::grpc`), whose message says
     /// what failed ("tcp connect error: Connection refused").
     #[error("{}", .0.message())]
     Status(Status),

@@ -12,15 +12,16 @@
 //! - [`telemetry`]: logs (`RUST_LOG`, text or JSON) and OTLP trace export.
 //! - [`propagation`]: W3C trace context in and out of gRPC metadata; the server span of a call.
 //! - [`deadline`]: the caller's `grpc-timeout`.
-//! - [`h2client`]: gRPC calls straight over an `h2` connection (the aggregator's backend calls
-//!   and the loadgen's load).
+//! - [`http2`]: a lean HTTP/2 client made for gRPC, and [`grpc`]: unary and server-streaming
+//!   calls over it (the aggregator's backend calls and the loadgen's load).
 //! - [`cli`]: flag parsers shared by the binaries (human durations).
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod counters;
 pub mod deadline;
-pub mod h2client;
+pub mod grpc;
+pub mod http2;
 pub mod lag;
 pub mod process_time;
 pub mod propagation;

@@ -193,7 +193,7 @@ async fn check_target(url: &str) -> anyhow::Result<usize> {
         ..Default::default()
     };
     let reply = conn
-        .call::<AggregateReply>(paths::AGGREGATE, &req, Some(Duration::from_secs(10)))
+        .call::<AggregateReply>(paths::AGGREGATE, &req, Duration::from_secs(10))
         .await
         .map_err(|s| {
             anyhow::anyhow!(

@@ -1,39 +1,34 @@
-//! The loadgen's HTTP/2 connections and the gRPC calls it makes over them, on the `h2` crate
-//! directly (the HTTP/2 implementation under hyper and tonic).
+//! The loadgen's HTTP/2 connections and the gRPC calls it makes over them, on the workspace's
+//! own HTTP/2 client (`fanout_common::http2`, shared with the aggregator).
 //!
-//! Why not tonic's generated clients: the loadgen shares the machine with the servers it
-//! measures, so every microsecond of CPU it spends per call is taken from them. Two things
-//! cost most, measured with `scripts/bench-raw.sh` and `perf`/`strace` (BENCHMARKS.md §3):
+//! The loadgen shares the machine with the servers it measures, so every microsecond of CPU it
+//! spends per call is taken from them. What this does about it, measured with
+//! `scripts/bench-raw.sh` and `perf`/`strace` (BENCHMARKS.md §3):
 //!
-//! 1. **One write per call.** With each caller a task of its own and the connection another,
-//!    a caller that sends a request wakes the connection task, which runs next (tokio's LIFO
-//!    slot) and writes that one request. Here the callers of a connection run *on the
-//!    connection's task* ([`Conn::beside`]): the answers one socket read brings wake their
-//!    callers, each starts its next call, and only then does the connection write them all,
-//!    in one `writev`, as h2load does.
-//! 2. **Layers per call.** tonic's client adds a request encoder and decoder stream and hyper
-//!    adds a dispatch channel and a task for the request body. Here a request is encoded once
-//!    per caller ([`Prepared`]), sent as one DATA frame, and an answer is read straight off the
-//!    stream.
-//!
-//! The calls themselves are `fanout_common::h2client`'s, shared with the aggregator.
+//! 1. **One write per batch of calls.** With each caller a task of its own and the connection
+//!    another, a caller that sends a request wakes the connection task, which runs next
+//!    (tokio's LIFO slot) and writes that one request. Here the callers of a connection run
+//!    *on the connection's task* ([`Conn::beside`]): the answers one socket read brings wake
+//!    their callers, each starts its next call, and only then does the connection write them
+//!    all, in one `write`, as h2load does.
+//! 2. **Little per call.** A request is encoded once per caller ([`Prepared`]) and sent as one
+//!    DATA frame; its headers go as HPACK table indexes after the first call; an answer is read
+//!    for its `:status` and `grpc-status` and its message, no more (`fanout_common::http2`).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fanout_common::h2client;
-pub use fanout_common::h2client::decode;
+use fanout_common::grpc;
+pub use fanout_common::grpc::decode;
+use fanout_common::http2::{self, Client, Driver, Request};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use h2::client::{Connection, SendRequest};
 use http::HeaderMap;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Method, Request, Uri};
+use http::Uri;
+use http::uri::Scheme;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -52,21 +47,16 @@ enum Order {
     StopAll,
 }
 
-/// One HTTP/2 connection; clones share it (each clone can have one call starting at a time).
+/// One HTTP/2 connection; clones share it.
 #[derive(Debug, Clone)]
 pub struct Conn {
-    send: SendRequest<Bytes>,
-    scheme: Scheme,
-    authority: Authority,
+    client: Client,
     tasks: mpsc::UnboundedSender<Order>,
-    /// Set by the connection's task when the connection has ended (closed by the peer or
-    /// broken).
-    closed: Arc<AtomicBool>,
 }
 
 impl Conn {
-    /// Connects to `uri` (`http://host:port`) within `limit` and completes the HTTP/2 handshake.
-    /// The connection gets a task of its own, which also runs what is given to [`Conn::beside`].
+    /// Connects to `uri` (`http://host:port`) within `limit` and starts HTTP/2 on it. The
+    /// connection gets a task of its own, which also runs what is given to [`Conn::beside`].
     pub async fn open(uri: &Uri, limit: Duration) -> Result<Conn, ConnectError> {
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err("only http:// (plaintext HTTP/2) is supported".into());
@@ -82,25 +72,10 @@ impl Conn {
             .await
             .map_err(|_| format!("no connection within {limit:?}"))??;
         stream.set_nodelay(true)?;
-        let (send, connection) = tokio::time::timeout(
-            limit,
-            h2::client::Builder::new()
-                .initial_window_size(1 << 20)
-                .initial_connection_window_size(4 << 20)
-                .handshake::<_, Bytes>(stream),
-        )
-        .await
-        .map_err(|_| format!("no HTTP/2 handshake within {limit:?}"))??;
+        let (client, driver) = http2::handshake(stream, authority.as_str());
         let (tasks, inbox) = mpsc::unbounded_channel();
-        let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(drive(connection, inbox, closed.clone()));
-        Ok(Conn {
-            send,
-            scheme: Scheme::HTTP,
-            authority,
-            tasks,
-            closed,
-        })
+        tokio::spawn(drive(driver, inbox));
+        Ok(Conn { client, tasks })
     }
 
     /// Runs `task` on this connection's task, beside the connection's own reading and writing.
@@ -109,9 +84,9 @@ impl Conn {
         self.tasks.send(Order::Run(Box::pin(task))).is_ok()
     }
 
-    /// Whether the connection has ended; calls over it fail at once from then on.
+    /// Whether the connection has ended or is closing; calls over it fail at once from then on.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Relaxed)
+        self.client.is_closed()
     }
 
     /// Drops everything given to [`Conn::beside`] so far, at the task's next turn.
@@ -126,35 +101,17 @@ impl Conn {
         message: &impl prost::Message,
         timeout: Option<Duration>,
     ) -> Prepared {
-        let uri = Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(PathAndQuery::from_static(path))
-            .build()
-            .expect("a scheme, an authority and a static path make a URI");
-        let head = h2client::head(uri, timeout);
         Prepared {
-            uri: head.uri().clone(),
-            headers: head.headers().clone(),
-            body: h2client::frame(message),
+            path,
+            timeout,
+            body: grpc::frame(message),
         }
-    }
-
-    fn head(&self, call: &Prepared, span: &tracing::Span) -> Request<()> {
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = call.uri.clone();
-        *request.headers_mut() = call.headers.clone();
-        if !span.is_disabled() {
-            fanout_common::propagation::inject_headers(span, request.headers_mut());
-        }
-        request
     }
 
     /// Sends `call` and reads its one answer.
     pub async fn unary(&mut self, call: &Prepared, span: &tracing::Span) -> Result<Bytes, Status> {
-        let head = self.head(call, span);
-        h2client::unary(&mut self.send, head, call.body.clone()).await
+        let metadata = trace_context(span);
+        grpc::unary(&self.client, &call.request(metadata.as_ref()), &call.body).await
     }
 
     /// Sends `call` and hands each message of the answer to `each` as it arrives; ends with the
@@ -165,41 +122,71 @@ impl Conn {
         span: &tracing::Span,
         each: impl FnMut(Bytes) -> Result<(), Status>,
     ) -> Result<(), Status> {
-        let head = self.head(call, span);
-        h2client::call(&mut self.send, head, call.body.clone(), each).await
+        let metadata = trace_context(span);
+        grpc::call(
+            &self.client,
+            &call.request(metadata.as_ref()),
+            &call.body,
+            each,
+        )
+        .await
     }
 
     /// One call of `path` with `message`, its answer decoded: for the few calls the loadgen
-    /// makes outside the load (probes).
+    /// makes outside the load (probes). Bounded by `timeout` (also sent as `grpc-timeout`), so
+    /// a target that never answers is an error, not a hang.
     pub async fn call<Reply: prost::Message + Default>(
         &mut self,
         path: &'static str,
         message: &impl prost::Message,
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> Result<Reply, Status> {
-        let call = self.prepare(path, message, timeout);
-        let answer = self.unary(&call, &tracing::Span::none()).await?;
+        let call = self.prepare(path, message, Some(timeout));
+        let answer = tokio::time::timeout(timeout, self.unary(&call, &tracing::Span::none()))
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no answer within {}",
+                    fanout_common::cli::fmt_duration(timeout)
+                ))
+            })??;
         decode(answer)
     }
 }
 
-/// A request encoded once: its URI, headers and framed message.
+/// The trace context to send with a call, when its span is recorded.
+fn trace_context(span: &tracing::Span) -> Option<HeaderMap> {
+    if span.is_disabled() {
+        return None;
+    }
+    let mut headers = HeaderMap::new();
+    fanout_common::propagation::inject_headers(span, &mut headers);
+    Some(headers)
+}
+
+/// A request encoded once: its method, `grpc-timeout` and framed message.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    uri: Uri,
-    headers: HeaderMap,
+    path: &'static str,
+    timeout: Option<Duration>,
     body: Bytes,
+}
+
+impl Prepared {
+    fn request<'a>(&self, metadata: Option<&'a HeaderMap>) -> Request<'a> {
+        Request {
+            path: self.path,
+            timeout: self.timeout,
+            metadata,
+        }
+    }
 }
 
 /// The connection's task: the HTTP/2 connection and the tasks run beside it.
 ///
 /// Each turn runs the tasks that were woken first and the connection last, so whatever
 /// requests the tasks started in this turn leave in one write.
-async fn drive(
-    mut connection: Connection<TcpStream, Bytes>,
-    mut inbox: mpsc::UnboundedReceiver<Order>,
-    closed: Arc<AtomicBool>,
-) {
+async fn drive(mut connection: Driver, mut inbox: mpsc::UnboundedReceiver<Order>) {
     let mut tasks = FuturesUnordered::new();
     let mut inbox_open = true;
     let mut connected = true;
@@ -217,7 +204,6 @@ async fn drive(
             // Closed or broken: its streams have been told, and the tasks see that as
             // errors of their calls.
             connected = false;
-            closed.store(true, Relaxed);
             while let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {}
         }
         if !connected && !inbox_open && tasks.is_empty() {

@@ -101,7 +101,7 @@ pub async fn probe(url: &str, conn: &Conn, rpc: Rpc) -> anyhow::Result<()> {
     };
     let answer = conn
         .clone()
-        .call::<ServerStats>(path, &StatsRequest {}, Some(Duration::from_secs(5)))
+        .call::<ServerStats>(path, &StatsRequest {}, Duration::from_secs(5))
         .await;
     match answer {
         Ok(_) => Ok(()),

@@ -1,23 +1,18 @@
-//! Unary and server-streaming gRPC calls straight over an `h2` connection: the request
+//! Unary and server-streaming gRPC calls over a [`crate::http2`] connection: the request
 //! encoded once and sent as one DATA frame, the answer cut into messages as it arrives, the
-//! status read from the trailers (with tonic's own `Status::from_header_map`).
+//! status read from the trailers.
 //!
 //! Both clients of this workspace call through this rather than tonic's generated clients,
 //! for speed: tonic's `Channel` hands each call to a buffer task, then hyper's dispatch
 //! channel, then (for the request body) a task of its own, and its codec adds encoder and
-//! decoder streams. Going straight to `h2` cut the aggregator's CPU per aggregate call by about
-//! a third and, with batched writes, the loadgen's per call by more than half (BENCHMARKS.md
-//! §2 and §3). What a client needs beyond this (connecting, reconnecting,
-//! keepalive) is the caller's: see `loadgen/src/conn.rs` and `aggregator/src/backends.rs`.
-
-use std::time::Duration;
+//! decoder streams (BENCHMARKS.md §2 and §3). What a client needs beyond this (connecting,
+//! reconnecting, keepalive) is the caller's: see `loadgen/src/conn.rs` and
+//! `aggregator/src/backends.rs`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use h2::client::SendRequest;
-use h2::{Reason, RecvStream};
-use http::header::{CONTENT_TYPE, HeaderValue, TE};
-use http::{Method, Request, Uri};
-use tonic::{Code, Status};
+use tonic::Status;
+
+use crate::http2::{Client, Request};
 
 /// The largest answer read (tonic's default limit too).
 const MAX_MESSAGE: usize = 4 << 20;
@@ -34,75 +29,41 @@ pub fn frame(message: &impl prost::Message) -> Bytes {
     body.freeze()
 }
 
-/// The head of a gRPC request to `uri` (which has scheme, authority and the method's path):
-/// POST, `content-type`, `te: trailers`, and `grpc-timeout` when given.
-pub fn head(uri: Uri, timeout: Option<Duration>) -> Request<()> {
-    let mut request = Request::new(());
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    headers.insert(TE, HeaderValue::from_static("trailers"));
-    if let Some(t) = timeout {
-        headers.insert("grpc-timeout", timeout_value(t));
-    }
-    request
-}
-
-/// A `grpc-timeout` header value for `t`.
-pub fn timeout_value(t: Duration) -> HeaderValue {
-    HeaderValue::from_str(&crate::deadline::format(t)).expect("digits and a unit")
-}
-
-/// Sends `head` with `body` (one framed message) over `send` and hands each message of the
-/// answer to `each` as it arrives; ends with the call's status. Dropping the future resets the
-/// stream (the server sees the call cancelled).
+/// Sends `req` with `body` (one framed message) over `client` and hands each message of the
+/// answer to `each` as it arrives; ends with the call's status. A connection that cannot take
+/// the call, breaks or closes under it is UNAVAILABLE. Dropping the future resets the stream
+/// (the server sees the call cancelled).
 pub async fn call(
-    send: &mut SendRequest<Bytes>,
-    head: Request<()>,
-    body: Bytes,
+    client: &Client,
+    req: &Request<'_>,
+    body: &Bytes,
     mut each: impl FnMut(Bytes) -> Result<(), Status>,
 ) -> Result<(), Status> {
-    std::future::poll_fn(|cx| send.poll_ready(cx))
-        .await
-        .map_err(h2_status)?;
-    let (response, mut request_body) = send.send_request(head, false).map_err(h2_status)?;
-    request_body.send_data(body, true).map_err(h2_status)?;
-    let response = response.await.map_err(h2_status)?;
-    let (head, mut stream) = response.into_parts();
-    if head.status != http::StatusCode::OK {
-        return Err(http_status(head.status));
-    }
-    // Trailers-only: an error answered in the headers.
-    if let Some(status) = Status::from_header_map(&head.headers) {
-        return match status.code() {
-            Code::Ok => Ok(()),
-            _ => Err(status),
-        };
-    }
+    let mut stream = std::future::poll_fn(|cx| client.poll_open(cx, req, body)).await?;
+    let mut chunks = Vec::new();
     let mut frames = Frames::default();
-    while let Some(data) = stream.data().await {
-        let data = data.map_err(h2_status)?;
-        let _ = stream.flow_control().release_capacity(data.len());
-        frames.push(data);
-        while let Some(message) = frames.next()? {
-            each(message)?;
+    loop {
+        let end = std::future::poll_fn(|cx| stream.poll_next(cx, &mut chunks)).await;
+        for chunk in chunks.drain(..) {
+            frames.push(chunk);
+            while let Some(message) = frames.next()? {
+                each(message)?;
+            }
+        }
+        if let Some(end) = end {
+            end?;
+            if !frames.is_empty() {
+                return Err(Status::internal("the answer ended inside a message"));
+            }
+            return Ok(());
         }
     }
-    if !frames.is_empty() {
-        return Err(Status::internal("the answer ended inside a message"));
-    }
-    status_of(&mut stream).await
 }
 
 /// Like [`call`], for exactly one answer message.
-pub async fn unary(
-    send: &mut SendRequest<Bytes>,
-    head: Request<()>,
-    body: Bytes,
-) -> Result<Bytes, Status> {
+pub async fn unary(client: &Client, req: &Request<'_>, body: &Bytes) -> Result<Bytes, Status> {
     let mut answer = None;
-    call(send, head, body, |message| {
+    call(client, req, body, |message| {
         if answer.is_some() {
             return Err(Status::internal(
                 "a unary call was answered with two messages",
@@ -193,55 +154,10 @@ impl Frames {
     }
 }
 
-/// The call's status from the trailers.
-async fn status_of(stream: &mut RecvStream) -> Result<(), Status> {
-    let trailers = stream.trailers().await.map_err(h2_status)?;
-    let Some(trailers) = trailers else {
-        return Err(Status::internal("the answer ended without trailers"));
-    };
-    // The common case without building a Status (which copies the trailers).
-    if trailers.get("grpc-status").is_some_and(|v| v == "0") {
-        return Ok(());
-    }
-    match Status::from_header_map(&trailers) {
-        Some(s) if s.code() == Code::Ok => Ok(()),
-        Some(s) => Err(s),
-        None => Err(Status::internal("the answer ended without a grpc-status")),
-    }
-}
-
-/// The gRPC code for an HTTP status other than 200 (the gRPC over HTTP/2 spec's mapping).
-fn http_status(status: http::StatusCode) -> Status {
-    let code = match status.as_u16() {
-        400 => Code::Internal,
-        401 => Code::Unauthenticated,
-        403 => Code::PermissionDenied,
-        404 => Code::Unimplemented,
-        429 | 502 | 503 | 504 => Code::Unavailable,
-        _ => Code::Unknown,
-    };
-    Status::new(code, format!("HTTP status {status}"))
-}
-
-/// The gRPC code for an HTTP/2 error: the connection or the stream failed, locally or at the
-/// peer (as tonic maps them). A broken or closing connection is `UNAVAILABLE`.
-pub fn h2_status(e: h2::Error) -> Status {
-    if e.is_io() || e.is_go_away() {
-        return Status::unavailable(format!("connection failed: {e}"));
-    }
-    let code = match e.reason() {
-        Some(Reason::REFUSED_STREAM) => Code::Unavailable,
-        Some(Reason::CANCEL) => Code::Cancelled,
-        Some(Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
-        Some(Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
-        _ => Code::Internal,
-    };
-    Status::new(code, format!("HTTP/2 stream error: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     fn framed(message: &[u8]) -> Vec<u8> {
         let mut v = vec![0];
@@ -294,31 +210,11 @@ mod tests {
     }
 
     #[test]
-    fn http_and_h2_failures_map_to_grpc_codes() {
+    fn a_message_is_framed_with_its_length() {
         let request = fanout_proto::v1::FetchRequest {
             query: "q".into(),
             ..Default::default()
         };
         assert_eq!(&frame(&request)[..], b"\x00\x00\x00\x00\x03\x0a\x01\x71");
-        assert_eq!(
-            http_status(http::StatusCode::NOT_FOUND).code(),
-            Code::Unimplemented
-        );
-        assert_eq!(
-            http_status(http::StatusCode::SERVICE_UNAVAILABLE).code(),
-            Code::Unavailable
-        );
-        assert_eq!(
-            http_status(http::StatusCode::IM_A_TEAPOT).code(),
-            Code::Unknown
-        );
-        assert_eq!(
-            h2_status(h2::Error::from(Reason::REFUSED_STREAM)).code(),
-            Code::Unavailable
-        );
-        assert_eq!(
-            h2_status(h2::Error::from(Reason::CANCEL)).code(),
-            Code::Cancelled
-        );
     }
 }
