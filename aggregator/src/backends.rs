@@ -17,7 +17,7 @@ use std::time::Duration;
 use fanout_common::grpc;
 use fanout_common::http2::{self, Client, Request};
 use fanout_proto::v1::{FetchReply, FetchRequest};
-use http::{HeaderMap, Uri};
+use http::Uri;
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout};
@@ -243,11 +243,7 @@ impl BackendChannel {
         span: &tracing::Span,
     ) -> Result<FetchReply, Status> {
         let client = self.client().await?;
-        let trace_context = (!span.is_disabled()).then(|| {
-            let mut headers = HeaderMap::new();
-            fanout_common::propagation::inject_headers(span, &mut headers);
-            headers
-        });
+        let trace_context = fanout_common::propagation::trace_headers(span);
         let request = Request {
             path: fanout_proto::paths::BACKEND_FETCH,
             timeout: Some(deadline),

@@ -121,7 +121,7 @@ impl Frames {
         }
         if available[0] != 0 {
             return Err(Status::internal(
-                "the answer is compressed, which the loadgen did not ask for",
+                "the answer is compressed, which this client did not ask for",
             ));
         }
         let len =

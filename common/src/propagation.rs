@@ -65,13 +65,18 @@ pub fn inject<T>(span: &tracing::Span, req: &mut tonic::Request<T>) {
     });
 }
 
-/// Puts `span`'s trace context into the headers of an outgoing HTTP/2 request (for clients that
-/// build their requests themselves, as the loadgen does).
-pub fn inject_headers(span: &tracing::Span, headers: &mut http::HeaderMap) {
+/// `span`'s trace context as headers for an outgoing HTTP/2 request, when the span is recorded
+/// (for the clients that build their requests themselves: the loadgen's and the aggregator's).
+pub fn trace_headers(span: &tracing::Span) -> Option<http::HeaderMap> {
+    if span.is_disabled() {
+        return None;
+    }
+    let mut headers = http::HeaderMap::new();
     let cx = span.context();
     opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&cx, &mut HeaderInjector(headers))
+        p.inject_context(&cx, &mut HeaderInjector(&mut headers))
     });
+    Some(headers)
 }
 
 /// Writes propagation headers into HTTP headers.

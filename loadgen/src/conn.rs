@@ -21,9 +21,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fanout_common::grpc;
 pub use fanout_common::grpc::decode;
 use fanout_common::http2::{self, Client, Driver, Request};
+use fanout_common::{grpc, propagation};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http::HeaderMap;
@@ -94,23 +94,9 @@ impl Conn {
         let _ = self.tasks.send(Order::StopAll);
     }
 
-    /// A call of `path` with `message`, encoded once, ready to be sent many times.
-    pub fn prepare(
-        &self,
-        path: &'static str,
-        message: &impl prost::Message,
-        timeout: Option<Duration>,
-    ) -> Prepared {
-        Prepared {
-            path,
-            timeout,
-            body: grpc::frame(message),
-        }
-    }
-
     /// Sends `call` and reads its one answer.
     pub async fn unary(&mut self, call: &Prepared, span: &tracing::Span) -> Result<Bytes, Status> {
-        let metadata = trace_context(span);
+        let metadata = propagation::trace_headers(span);
         grpc::unary(&self.client, &call.request(metadata.as_ref()), &call.body).await
     }
 
@@ -122,7 +108,7 @@ impl Conn {
         span: &tracing::Span,
         each: impl FnMut(Bytes) -> Result<(), Status>,
     ) -> Result<(), Status> {
-        let metadata = trace_context(span);
+        let metadata = propagation::trace_headers(span);
         grpc::call(
             &self.client,
             &call.request(metadata.as_ref()),
@@ -141,7 +127,7 @@ impl Conn {
         message: &impl prost::Message,
         timeout: Duration,
     ) -> Result<Reply, Status> {
-        let call = self.prepare(path, message, Some(timeout));
+        let call = Prepared::new(path, message, Some(timeout));
         let answer = tokio::time::timeout(timeout, self.unary(&call, &tracing::Span::none()))
             .await
             .map_err(|_| {
@@ -154,16 +140,6 @@ impl Conn {
     }
 }
 
-/// The trace context to send with a call, when its span is recorded.
-fn trace_context(span: &tracing::Span) -> Option<HeaderMap> {
-    if span.is_disabled() {
-        return None;
-    }
-    let mut headers = HeaderMap::new();
-    fanout_common::propagation::inject_headers(span, &mut headers);
-    Some(headers)
-}
-
 /// A request encoded once: its method, `grpc-timeout` and framed message.
 #[derive(Debug, Clone)]
 pub struct Prepared {
@@ -173,6 +149,19 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// A call of `path` with `message`, encoded once, ready to be sent many times.
+    pub fn new(
+        path: &'static str,
+        message: &impl prost::Message,
+        timeout: Option<Duration>,
+    ) -> Self {
+        Prepared {
+            path,
+            timeout,
+            body: grpc::frame(message),
+        }
+    }
+
     fn request<'a>(&self, metadata: Option<&'a HeaderMap>) -> Request<'a> {
         Request {
             path: self.path,

@@ -84,7 +84,7 @@ impl Call {
     /// A `Fetch` of `req` over `conn`; `timeout` is sent as the call's `grpc-timeout`.
     pub fn fetch(conn: &Conn, req: &FetchRequest, timeout: Option<Duration>) -> Self {
         Call {
-            request: conn.prepare(paths::BACKEND_FETCH, req, timeout),
+            request: Prepared::new(paths::BACKEND_FETCH, req, timeout),
             conn: conn.clone(),
             kind: Kind::Fetch,
         }
@@ -102,7 +102,7 @@ impl Call {
             true => (Kind::Stream, paths::AGGREGATE_STREAM),
         };
         Call {
-            request: conn.prepare(path, req, timeout),
+            request: Prepared::new(path, req, timeout),
             conn: conn.clone(),
             kind,
         }

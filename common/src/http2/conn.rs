@@ -424,7 +424,14 @@ impl State {
         id
     }
 
-    /// Ends stream `id` on the wire with `end` (unless it has ended already).
+    /// Queues a frame whose payload is one 32-bit value (RST_STREAM, WINDOW_UPDATE).
+    fn control(&mut self, kind: u8, id: u32, value: u32) {
+        frame_head(&mut self.out, 4, kind, 0, id);
+        self.out.put_u32(value);
+    }
+
+    /// Ends stream `id` on the wire with `end` (unless it has ended already). Callers whose
+    /// peer can no longer hear of the stream (it reset or refused it) drop its body first.
     fn close(&mut self, id: u32, end: Result<(), Status>) {
         let Some(s) = self.streams.get_mut(&id) else {
             return;
@@ -433,17 +440,29 @@ impl State {
             return;
         }
         s.closed = true;
-        if s.body.take().is_some() {
-            // The peer answered before our request was all out: close our half too.
-            frame_head(&mut self.out, 4, RST_STREAM, 0, id);
-            self.out.put_u32(CANCEL);
-        }
+        let half_open = s.body.take().is_some();
         s.end = Some(end);
         if let Some(w) = s.waker.take() {
             self.wake.push(w);
         }
         self.active -= 1;
         self.wake.append(&mut self.waiting);
+        if half_open {
+            // The peer answered before our request was all out: close our half too.
+            self.control(RST_STREAM, id, CANCEL);
+        }
+    }
+
+    /// Ends stream `id` with `end` and tells the peer with RST_STREAM `code` (one reset, whatever
+    /// the state of the request body). False if it had ended already.
+    fn reset(&mut self, id: u32, code: u32, end: Result<(), Status>) -> bool {
+        let Some(s) = self.streams.get_mut(&id).filter(|s| !s.closed) else {
+            return false;
+        };
+        s.body = None;
+        self.control(RST_STREAM, id, code);
+        self.close(id, end);
+        true
     }
 
     /// Ends the connection: every open call fails with `why`.
@@ -500,9 +519,8 @@ impl State {
         let len = payload.len() as u32;
         self.recv_unacked += len;
         if self.recv_unacked >= CONNECTION_WINDOW / 2 {
-            frame_head(&mut self.out, 4, WINDOW_UPDATE, 0, 0);
-            self.out.put_u32(self.recv_unacked);
-            self.recv_unacked = 0;
+            let n = std::mem::take(&mut self.recv_unacked);
+            self.control(WINDOW_UPDATE, 0, n);
         }
         if flags & PADDED != 0 {
             let pad = usize::from(
@@ -521,25 +539,21 @@ impl State {
             return Ok(());
         };
         if !s.head {
-            frame_head(&mut self.out, 4, RST_STREAM, 0, id);
-            self.out.put_u32(PROTOCOL_ERROR);
-            self.close(
-                id,
-                Err(Status::internal("the answer sent data before its headers")),
-            );
+            let end = Err(Status::internal("the answer sent data before its headers"));
+            self.reset(id, PROTOCOL_ERROR, end);
             return Ok(());
         }
         s.unacked += len;
-        if s.unacked >= STREAM_WINDOW / 2 && flags & END_STREAM == 0 {
-            frame_head(&mut self.out, 4, WINDOW_UPDATE, 0, id);
-            self.out.put_u32(s.unacked);
-            s.unacked = 0;
-        }
+        let give_back = (s.unacked >= STREAM_WINDOW / 2 && flags & END_STREAM == 0)
+            .then(|| std::mem::take(&mut s.unacked));
         if !payload.is_empty() {
             s.data.push(payload);
             if let Some(w) = s.waker.take() {
                 self.wake.push(w);
             }
+        }
+        if let Some(n) = give_back {
+            self.control(WINDOW_UPDATE, id, n);
         }
         if flags & END_STREAM != 0 {
             self.close(
@@ -646,12 +660,12 @@ impl State {
                     Err(Status::internal("the answer ended without a grpc-status"))
                 }))
             };
-        if let Some(end) = end {
-            if !end_stream {
-                frame_head(&mut self.out, 4, RST_STREAM, 0, id);
-                self.out.put_u32(CANCEL);
+        match end {
+            Some(end) if !end_stream => {
+                self.reset(id, CANCEL, end);
             }
-            self.close(id, end);
+            Some(end) => self.close(id, end),
+            None => {}
         }
         Ok(())
     }
@@ -847,8 +861,7 @@ pub fn handshake(io: TcpStream, authority: &str) -> (Client, Driver) {
     out.put_u32(0);
     out.put_u16(SETTINGS_INITIAL_WINDOW_SIZE);
     out.put_u32(STREAM_WINDOW);
-    frame_head(out, 4, WINDOW_UPDATE, 0, 0);
-    out.put_u32(CONNECTION_WINDOW - DEFAULT_WINDOW);
+    state.control(WINDOW_UPDATE, 0, CONNECTION_WINDOW - DEFAULT_WINDOW);
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
         handles: AtomicUsize::new(1),
@@ -1025,15 +1038,11 @@ impl Drop for Call<'_> {
             return;
         }
         let mut st = self.client.shared.lock();
-        if let Some(s) = st.streams.get(&self.id)
-            && !s.closed
-        {
-            frame_head(&mut st.out, 4, RST_STREAM, 0, self.id);
-            st.out.put_u32(CANCEL);
-            if let Some(s) = st.streams.get_mut(&self.id) {
-                s.body = None;
-            }
-            st.close(self.id, Err(Status::cancelled("cancelled by the caller")));
+        if st.reset(
+            self.id,
+            CANCEL,
+            Err(Status::cancelled("cancelled by the caller")),
+        ) {
             let driver = st.driver.take();
             st.wake.extend(driver);
         }

@@ -306,8 +306,6 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Encoder {
     table: Table,
-    /// The largest table the peer allows (its SETTINGS_HEADER_TABLE_SIZE).
-    allowed: usize,
     /// A size update owed at the start of the next block.
     update: Option<usize>,
 }
@@ -316,7 +314,6 @@ impl Default for Encoder {
     fn default() -> Self {
         Encoder {
             table: Table::new(DECODER_TABLE_SIZE),
-            allowed: DECODER_TABLE_SIZE,
             update: None,
         }
     }
@@ -350,7 +347,6 @@ impl Encoder {
     /// The peer's SETTINGS_HEADER_TABLE_SIZE changed: the table may not grow past it. A smaller
     /// limit is announced at the start of the next block.
     pub fn set_allowed(&mut self, allowed: usize) {
-        self.allowed = allowed;
         let max = allowed.min(DECODER_TABLE_SIZE);
         if max != self.table.max {
             self.table.set_max(max);
@@ -408,13 +404,7 @@ impl Encoder {
 mod tests {
     use super::*;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::http2::test_hex as hex;
 
     fn decode(d: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, Error> {
         let mut out = Vec::new();

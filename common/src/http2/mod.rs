@@ -20,3 +20,13 @@ pub mod hpack;
 pub mod huffman;
 
 pub use conn::{Call, Client, Driver, Request, handshake};
+
+/// `"f1e3 c2e5"` as bytes: the RFCs write their examples in hex.
+#[cfg(test)]
+fn test_hex(s: &str) -> Vec<u8> {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
