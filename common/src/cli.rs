@@ -36,7 +36,8 @@ pub fn fmt_duration(d: Duration) -> String {
 /// `--mode`: how a call waits out its latency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ModeArg {
-    /// tokio::time::sleep: waits overlap, a worker serves others meanwhile (asyncio.sleep).
+    /// An async sleep (a timer future, like tokio::time::sleep but to the microsecond): waits
+    /// overlap, a worker serves others meanwhile (asyncio.sleep).
     Async,
     /// std::thread::sleep ON the async worker, on purpose: the `time.sleep` inside `async def`
     /// mistake. Each waiting call holds a whole worker; health checks starve.
