@@ -301,6 +301,7 @@ impl BackendChannel {
         };
         let _ = tcp.set_nodelay(true);
         let (client, driver) = http2::handshake(tcp, &self.authority);
+        let driver = driver.coalescing();
         // The driver ends with the connection; its calls then fail as UNAVAILABLE (retryable).
         tokio::spawn(driver);
         tokio::spawn(keep_alive(

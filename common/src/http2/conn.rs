@@ -878,6 +878,8 @@ pub fn handshake(io: TcpStream, authority: &str) -> (Client, Driver) {
             written: 0,
             wake: Vec::new(),
             finished: false,
+            coalesce: false,
+            deferred: false,
         },
     )
 }
@@ -1065,9 +1067,22 @@ pub struct Driver {
     written: usize,
     wake: Vec<Waker>,
     finished: bool,
+    /// See [`Driver::coalescing`].
+    coalesce: bool,
+    /// Whether this write has already waited one turn.
+    deferred: bool,
 }
 
 impl Driver {
+    /// Makes the driver wait one turn of the scheduler before it writes what callers queued, so
+    /// that the other tasks ready on its worker (more calls starting) add theirs to the same
+    /// write. For a driver spawned as a task of its own, woken by callers on other tasks; a
+    /// driver polled beside its callers (the loadgen) gathers their writes anyway.
+    pub fn coalescing(mut self) -> Self {
+        self.coalesce = true;
+        self
+    }
+
     fn finish(&mut self, why: String) -> Poll<()> {
         let mut st = self.shared.lock();
         st.fail(why);
@@ -1144,7 +1159,15 @@ impl Future for Driver {
                 if this.written == this.write.len() {
                     this.write.clear();
                     this.written = 0;
-                    if !st.out.is_empty() {
+                    if !st.out.is_empty() && this.coalesce && !this.deferred {
+                        // Woken by our own waker, a tokio task goes to the back of its
+                        // worker's queue: everything else ready there runs first.
+                        this.deferred = true;
+                        drop(st);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    } else if !st.out.is_empty() {
+                        this.deferred = false;
                         std::mem::swap(&mut st.out, &mut this.write);
                     } else if st.active == 0
                         && (this.shared.handles.load(Acquire) == 0 || st.going_away.is_some())
