@@ -1,11 +1,11 @@
 //! The live view: a progress line on a terminal (rate, errors, elapsed), nothing otherwise.
 
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::task::JoinHandle;
 
 use crate::workers::Progress;
@@ -25,7 +25,12 @@ impl Monitor {
                 task: None,
             };
         }
-        let bar = ProgressBar::new_spinner();
+        // One set of lines for every bar, so that configurations measured side by side each
+        // keep a line of their own.
+        static BARS: OnceLock<MultiProgress> = OnceLock::new();
+        let bar = BARS
+            .get_or_init(MultiProgress::new)
+            .add(ProgressBar::new_spinner());
         bar.set_style(
             ProgressStyle::with_template("{spinner} {elapsed:>3} {prefix} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
