@@ -368,21 +368,111 @@ pub fn shares_the_machine(bound: &theory::Bound) -> bool {
 /// bound of X calls/s, one call takes about C/X once queues have formed (Little's law). The
 /// warm-up must cover one such round for the queues to form, and the window several rounds:
 /// completions in these configurations come in bursts of up to C calls, so over a window of one
-/// round the count can be off by half. Blocked-worker configurations get twice the rounds: a
-/// blocked runtime also holds finished answers back at times, so their rate wanders more
-/// (sequential/blocking: over 8 s windows 73-100% of its bound in nine runs, median 88%; over
-/// 16 s, 85-100% in five, median 91%). Capped, so a pathological configuration cannot stall
-/// the matrix.
+/// round the count can be off by half.
+///
+/// Blocked-worker configurations (measured side by side, so time is cheap for them) get three
+/// rounds of warm-up and ten of window. A blocked runtime also holds finished answers back at
+/// times, so their rate wanders more (sequential/blocking: over 8 s windows 73-100% of its
+/// bound in nine runs, median 88%; over 16 s, 85-100% in five, median 91%). And a concurrent
+/// fan-out over blocked backends starts with every call queued at all three at once: after a
+/// single round of warm-up, calls that two backends have already answered were still
+/// finishing, and the window counted them at up to 105% of the bound.
+///
+/// Capped, so a pathological configuration cannot stall the matrix.
 pub fn windows(mut load: Load, bound: &theory::Bound) -> Load {
     if load.rate.is_some() || load.requests.is_some() {
         return load;
     }
     let round = Duration::from_secs_f64(load.concurrency as f64 / bound.calls_per_sec.max(0.1));
-    let (rounds, cap) = match shares_the_machine(bound) {
-        true => (10, Duration::from_secs(20)),
-        false => (5, Duration::from_secs(12)),
+    let (warmup, warmup_cap, rounds, cap) = match shares_the_machine(bound) {
+        true => (3, 10, 10, 20),
+        false => (1, 5, 5, 12),
     };
-    load.warmup = load.warmup.max(round.min(Duration::from_secs(5)));
-    load.duration = load.duration.map(|d| d.max((round * rounds).min(cap)));
+    let stretch = |rounds: u32, cap: u64| (round * rounds).min(Duration::from_secs(cap));
+    load.warmup = load.warmup.max(stretch(warmup, warmup_cap));
+    load.duration = load.duration.map(|d| d.max(stretch(rounds, cap)));
     load
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(calls_per_sec: f64, limit: &'static str) -> theory::Bound {
+        theory::Bound {
+            calls_per_sec,
+            limit,
+            formula: String::new(),
+            call_ms: 50.0,
+        }
+    }
+
+    fn closed_loop() -> Load {
+        Load {
+            concurrency: 64,
+            rate: None,
+            duration: Some(Duration::from_secs(3)),
+            requests: None,
+            warmup: Duration::from_secs(1),
+            timeout: None,
+        }
+    }
+
+    #[test]
+    fn windows_stretch_by_rounds_and_stop_at_their_caps() {
+        let secs = |l: &Load| (l.warmup.as_secs_f64(), l.duration.unwrap().as_secs_f64());
+        // Fast: the asked-for windows stand.
+        assert_eq!(
+            secs(&windows(closed_loop(), &bound(1280.0, "callers"))),
+            (1.0, 3.0)
+        );
+        // CPU-bound at 13.3/s, a round of 4.8 s: one round of warm-up, five measured (capped).
+        let cpu = windows(closed_loop(), &bound(64.0 / 4.8, "cores"));
+        assert!(
+            (secs(&cpu).0 - 4.8).abs() < 1e-6 && secs(&cpu).1 == 12.0,
+            "{cpu:?}"
+        );
+        // Blocked workers at 40/s, a round of 1.6 s: three rounds of warm-up, ten measured.
+        let blocked = windows(closed_loop(), &bound(40.0, "backend workers"));
+        assert!((secs(&blocked).0 - 4.8).abs() < 1e-6, "{blocked:?}");
+        assert!((secs(&blocked).1 - 16.0).abs() < 1e-6, "{blocked:?}");
+        // ...and at 13.3/s both hit their caps.
+        let slow = windows(closed_loop(), &bound(64.0 / 4.8, "aggregator workers"));
+        assert_eq!(secs(&slow), (10.0, 20.0));
+        // An open loop, or a call count, is left as asked.
+        let rated = Load {
+            rate: Some(100.0),
+            ..closed_loop()
+        };
+        assert_eq!(
+            secs(&windows(rated, &bound(40.0, "backend workers"))),
+            (1.0, 3.0)
+        );
+    }
+
+    #[test]
+    fn only_blocked_worker_configurations_share_the_machine() {
+        // As the theory names its limits for the default matrix.
+        let of = |fanout, mode| {
+            theory::bound(&Setup {
+                concurrency: 64,
+                rate: None,
+                fanout: Some(fanout),
+                mode,
+                backends: 3,
+                latency: LatencySpec::Fixed(Duration::from_millis(50)),
+                backend_workers: 2,
+                aggregator_workers: 2,
+                cores: 2,
+            })
+        };
+        for fanout in [Fanout::Concurrent, Fanout::Sequential, Fanout::Blocking] {
+            for mode in [Mode::Async, Mode::Blocking, Mode::SpawnBlocking, Mode::Cpu] {
+                let b = of(fanout, mode);
+                let sleeps =
+                    mode == Mode::Blocking || (fanout == Fanout::Blocking && mode != Mode::Cpu);
+                assert_eq!(shares_the_machine(&b), sleeps, "{fanout:?} {mode:?}: {b:?}");
+            }
+        }
+    }
 }
