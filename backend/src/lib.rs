@@ -7,7 +7,6 @@
 //! - [`cli`]: flags (each also an env var) into a [`Config`].
 //! - [`latency`]: the latency specs and how they are drawn.
 //! - [`service`]: the gRPC service itself.
-//! - [`timer`]: the sleep `--mode async` waits with, precise to the kernel's timer slack.
 //! - [`run`] serves it on a listener until a shutdown future fires; [`spawn`] does the same on a
 //!   runtime and thread of its own (tests, the loadgen's local deployment).
 #![forbid(unsafe_code)]
@@ -15,7 +14,6 @@
 pub mod cli;
 pub mod latency;
 pub mod service;
-pub mod timer;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -117,7 +117,7 @@ async fn wait(mode: Mode, delay: Duration, cpu_pool: &Semaphore) -> Result<(), S
         // A zero delay is no wait at all: not even a timer (raw-capacity benchmarks use it).
         _ if delay.is_zero() => {}
         // Not tokio::time::sleep, whose millisecond ticks add about 1 ms to every wait (see timer).
-        Mode::Async | Mode::Unspecified => crate::timer::sleep(delay).await,
+        Mode::Async | Mode::Unspecified => fanout_common::timer::sleep(delay).await,
         // On purpose: this blocks the async worker thread that is running this call, so no other
         // task can run on it meanwhile.
         Mode::Blocking => std::thread::sleep(delay),

@@ -29,6 +29,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod telemetry;
 pub mod thread;
+pub mod timer;
 
 pub use counters::{CallGuard, Counters};
 pub use serve::{ServeError, Server};

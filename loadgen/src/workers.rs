@@ -357,7 +357,9 @@ async fn worker(
                 if s.end.is_some_and(|end| due >= end) {
                     break;
                 }
-                sleep_until(due).await;
+                // Not tokio's timer: it would send the call up to a couple of milliseconds
+                // after `due`, and the call's latency is counted from `due`.
+                fanout_common::timer::sleep_until(due.into_std()).await;
                 due
             }
             None => Instant::now(),

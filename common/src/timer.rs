@@ -1,12 +1,14 @@
-//! A sleep that ends when it should, for the simulated latency.
+//! Sleeps that end when they should: for the backends' simulated latency and the loadgen's
+//! open-loop schedule.
 //!
 //! tokio's timer counts whole milliseconds: it rounds a deadline up to the next tick, and its
 //! driver parks in `epoll_wait`, whose timeout is in milliseconds too. A 50 ms
 //! `tokio::time::sleep` takes 50 to 52 ms, about 1 ms more than asked on average. That is fine
-//! for a timeout; it is not fine for the one quantity fanout holds its measurements against: the
-//! latency a backend was told to simulate. (Measured in BENCHMARKS.md §1.)
+//! for a timeout; it is not fine for what fanout measures with: the latency a backend was told
+//! to simulate (BENCHMARKS.md §1), and the moment a call of an open loop is due, from which its
+//! latency is counted (a call sent a millisecond late would be charged that millisecond).
 //!
-//! So `--mode async` waits with [`sleep`] instead: one thread per process keeps the deadlines in
+//! So both wait with [`sleep`] and [`sleep_until`]: one thread per process keeps the deadlines in
 //! order and waits on a condition variable until the earliest (a futex with a nanosecond timeout;
 //! the kernel adds its timer slack, 50 µs by default), then wakes every task whose deadline has
 //! passed. No file descriptor per sleep, unlike timerfd-based crates (ten thousand outstanding
@@ -25,8 +27,13 @@ use std::time::{Duration, Instant};
 
 /// Waits until `delay` has passed, to within the kernel's timer slack.
 pub fn sleep(delay: Duration) -> Sleep {
+    sleep_until(Instant::now() + delay)
+}
+
+/// Waits until `deadline`, to within the kernel's timer slack.
+pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep {
-        deadline: Instant::now() + delay,
+        deadline,
         key: None,
     }
 }
