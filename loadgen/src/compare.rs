@@ -133,7 +133,6 @@ pub async fn compare(
             None => ", each on a fresh local deployment".into(),
         }
     );
-    println!("{HEADER}");
 
     // The matrix in order. On a local deployment, the configurations whose bound is threads
     // that sleep (blocked workers) hardly use the CPU: they are measured side by side, each on
@@ -161,6 +160,14 @@ pub async fn compare(
         .collect();
     let (together, alone): (Vec<usize>, Vec<usize>) =
         (0..cells.len()).partition(|&i| target.is_none() && shares_the_machine(&cells[i].bound));
+    if !together.is_empty() {
+        eprintln!(
+            "configurations bounded by blocked workers ({} of them) hardly use the CPU: they are \
+             measured first, side by side; the rest one at a time",
+            together.len()
+        );
+    }
+    println!("{HEADER}");
     let mut measured: Vec<Option<Row>> = vec![None; cells.len()];
     let mut printed = 0;
     let mut print_ready = |measured: &[Option<Row>]| {
