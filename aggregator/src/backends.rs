@@ -18,7 +18,7 @@ use fanout_common::grpc;
 use fanout_common::http2::{self, Client, Request};
 use fanout_proto::v1::{FetchReply, FetchRequest};
 use http::Uri;
-use tokio::net::TcpStream;
+use http::uri::Authority;
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep, timeout};
 use tonic::Status;
@@ -202,10 +202,8 @@ impl Backends {
 /// calls while it lives, opened again by the next call after it closes or breaks.
 #[derive(Debug)]
 pub struct BackendChannel {
-    host: String,
-    port: u16,
-    /// `host:port`, sent as `:authority`.
-    authority: String,
+    /// `host:port`: where to connect, and the `:authority` sent.
+    authority: Authority,
     keepalive: Keepalive,
     /// The connection in use, if there is one.
     live: Mutex<Option<Client>>,
@@ -218,15 +216,8 @@ impl BackendChannel {
     /// A channel to `url` (checked by [`BackendSpec`]'s parser); nothing is connected yet.
     pub fn new(url: &str, keepalive: Keepalive) -> Self {
         let uri: Uri = url.parse().expect("checked backend URL");
-        let authority = uri.authority().expect("checked backend URL").clone();
         BackendChannel {
-            host: authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned(),
-            port: authority.port_u16().expect("checked backend URL"),
-            authority: authority.to_string(),
+            authority: uri.authority().expect("checked backend URL").clone(),
             keepalive,
             live: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(None),
@@ -288,26 +279,18 @@ impl BackendChannel {
     }
 
     async fn connect(&self) -> Result<Client, Status> {
-        let failed = |what: String| Status::unavailable(format!("tcp connect error: {what}"));
-        let tcp = match timeout(
-            CONNECT_TIMEOUT,
-            TcpStream::connect((self.host.as_str(), self.port)),
-        )
-        .await
-        {
-            Ok(Ok(tcp)) => tcp,
-            Ok(Err(e)) => return Err(failed(e.to_string())),
-            Err(_) => return Err(failed(format!("no connection within {CONNECT_TIMEOUT:?}"))),
-        };
-        let _ = tcp.set_nodelay(true);
-        let (client, driver) = http2::handshake(tcp, &self.authority);
+        // The backend's URL always has a port (BackendSpec's parser checks it).
+        let tcp = http2::connect(&self.authority, 80, CONNECT_TIMEOUT)
+            .await
+            .map_err(|why| Status::unavailable(format!("tcp connect error: {why}")))?;
+        let (client, driver) = http2::handshake(tcp, self.authority.as_str());
         let driver = driver.coalescing();
         // The driver ends with the connection; its calls then fail as UNAVAILABLE (retryable).
         tokio::spawn(driver);
         tokio::spawn(keep_alive(
             client.clone(),
             self.keepalive,
-            self.authority.clone(),
+            self.authority.to_string(),
         ));
         Ok(client)
     }

@@ -92,10 +92,15 @@ struct Frames {
 }
 
 impl Frames {
-    fn push(&mut self, data: Bytes) {
-        if let Some(previous) = self.whole.take() {
-            self.buffer.extend_from_slice(&previous);
+    /// Moves a frame held whole into the buffer, for more bytes to join it.
+    fn keep_whole(&mut self) {
+        if let Some(whole) = self.whole.take() {
+            self.buffer.extend_from_slice(&whole);
         }
+    }
+
+    fn push(&mut self, data: Bytes) {
+        self.keep_whole();
         if self.buffer.is_empty() {
             self.whole = Some(data);
         } else {
@@ -114,9 +119,7 @@ impl Frames {
             None => &self.buffer[..],
         };
         if available.len() < 5 {
-            if let Some(w) = self.whole.take() {
-                self.buffer.extend_from_slice(&w);
-            }
+            self.keep_whole();
             return Ok(None);
         }
         if available[0] != 0 {
@@ -128,13 +131,11 @@ impl Frames {
             u32::from_be_bytes([available[1], available[2], available[3], available[4]]) as usize;
         if len > MAX_MESSAGE {
             return Err(Status::resource_exhausted(format!(
-                "an answer of {len} bytes is over the loadgen's limit of {MAX_MESSAGE}"
+                "an answer of {len} bytes is over this client's limit of {MAX_MESSAGE}"
             )));
         }
         if available.len() < 5 + len {
-            if let Some(w) = self.whole.take() {
-                self.buffer.extend_from_slice(&w);
-            }
+            self.keep_whole();
             return Ok(None);
         }
         Ok(Some(match &mut self.whole {

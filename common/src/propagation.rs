@@ -1,6 +1,6 @@
 //! W3C trace context over gRPC metadata: the server span of every call continues the caller's
 //! trace (`traceparent` in the request headers), and outgoing calls carry the current span's
-//! context.
+//! context ([`trace_headers`], for the workspace's own client).
 
 use opentelemetry::propagation::{Extractor, Injector};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -14,20 +14,6 @@ impl Extractor for HeaderExtractor<'_> {
     }
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(|k| k.as_str()).collect()
-    }
-}
-
-/// Writes propagation headers into gRPC metadata.
-struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
-
-impl Injector for MetadataInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (
-            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
-            tonic::metadata::MetadataValue::try_from(value),
-        ) {
-            self.0.insert(k, v);
-        }
     }
 }
 
@@ -55,14 +41,6 @@ pub fn server_span(req: &http::Request<()>) -> tracing::Span {
     // Must happen before the span is first entered; tonic enters it after this returns.
     let _ = span.set_parent(parent);
     span
-}
-
-/// Puts `span`'s trace context into an outgoing request's metadata.
-pub fn inject<T>(span: &tracing::Span, req: &mut tonic::Request<T>) {
-    let cx = span.context();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut()))
-    });
 }
 
 /// `span`'s trace context as headers for an outgoing HTTP/2 request, when the span is recorded

@@ -55,9 +55,8 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         if Instant::now() >= self.deadline {
-            if let Some(key) = self.key.take() {
-                timer().lock().due.remove(&key);
-            }
+            // The timer thread takes a passed deadline out itself (it may have already).
+            self.key = None;
             return Poll::Ready(());
         }
         let deadline = self.deadline;

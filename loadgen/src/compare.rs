@@ -238,7 +238,7 @@ struct Cell {
 
 /// Checks a live target for `compare`; returns how many backends a call fans out to.
 async fn check_target(url: &str) -> anyhow::Result<usize> {
-    let mut conn = connect(url, 1).await?.remove(0);
+    let conn = connect(url, 1).await?.remove(0);
     probe(url, &conn, Rpc::Aggregate).await?;
     let req = AggregateRequest {
         query: "loadgen-probe".into(),

@@ -21,7 +21,6 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-pub use fanout_common::grpc::decode;
 use fanout_common::http2::{self, Client, Driver, Request};
 use fanout_common::{grpc, propagation};
 use futures::StreamExt;
@@ -29,7 +28,6 @@ use futures::stream::FuturesUnordered;
 use http::HeaderMap;
 use http::Uri;
 use http::uri::Scheme;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -61,17 +59,8 @@ impl Conn {
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err("only http:// (plaintext HTTP/2) is supported".into());
         }
-        let authority = uri.authority().ok_or("the URL has no host")?.clone();
-        let port = authority.port_u16().unwrap_or(80);
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let stream = tokio::time::timeout(limit, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| format!("no connection within {limit:?}"))??;
-        stream.set_nodelay(true)?;
+        let authority = uri.authority().ok_or("the URL has no host")?;
+        let stream = http2::connect(authority, 80, limit).await?;
         let (client, driver) = http2::handshake(stream, authority.as_str());
         let (tasks, inbox) = mpsc::unbounded_channel();
         tokio::spawn(drive(driver, inbox));
@@ -95,7 +84,7 @@ impl Conn {
     }
 
     /// Sends `call` and reads its one answer.
-    pub async fn unary(&mut self, call: &Prepared, span: &tracing::Span) -> Result<Bytes, Status> {
+    pub async fn unary(&self, call: &Prepared, span: &tracing::Span) -> Result<Bytes, Status> {
         let metadata = propagation::trace_headers(span);
         grpc::unary(&self.client, &call.request(metadata.as_ref()), &call.body).await
     }
@@ -103,7 +92,7 @@ impl Conn {
     /// Sends `call` and hands each message of the answer to `each` as it arrives; ends with the
     /// call's status.
     pub async fn server_stream(
-        &mut self,
+        &self,
         call: &Prepared,
         span: &tracing::Span,
         each: impl FnMut(Bytes) -> Result<(), Status>,
@@ -122,7 +111,7 @@ impl Conn {
     /// makes outside the load (probes). Bounded by `timeout` (also sent as `grpc-timeout`), so
     /// a target that never answers is an error, not a hang.
     pub async fn call<Reply: prost::Message + Default>(
-        &mut self,
+        &self,
         path: &'static str,
         message: &impl prost::Message,
         timeout: Duration,
@@ -136,7 +125,7 @@ impl Conn {
                     fanout_common::cli::fmt_duration(timeout)
                 ))
             })??;
-        decode(answer)
+        grpc::decode(answer)
     }
 }
 

@@ -100,7 +100,6 @@ pub async fn probe(url: &str, conn: &Conn, rpc: Rpc) -> anyhow::Result<()> {
         Rpc::Aggregate | Rpc::Stream => ("fanout.v1.Aggregator", paths::AGGREGATOR_STATS),
     };
     let answer = conn
-        .clone()
         .call::<ServerStats>(path, &StatsRequest {}, Duration::from_secs(5))
         .await;
     match answer {
@@ -123,7 +122,7 @@ pub async fn probe(url: &str, conn: &Conn, rpc: Rpc) -> anyhow::Result<()> {
 /// Makes one call of the exact kind the load will make, so a request the target refuses
 /// (overrides not allowed, unknown backend) stops the run with the target's own reason.
 async fn probe_call(call: &Call) -> anyhow::Result<()> {
-    let status = call.clone().once().await.err();
+    let status = call.once().await.err();
     match status {
         Some(s)
             if matches!(
@@ -155,11 +154,7 @@ pub fn calls(
 ) -> Vec<Call> {
     conns
         .iter()
-        .map(|conn| match rpc {
-            Rpc::Fetch => Call::fetch(conn, fetch, timeout),
-            Rpc::Aggregate => Call::aggregate(conn, aggregate, false, timeout),
-            Rpc::Stream => Call::aggregate(conn, aggregate, true, timeout),
-        })
+        .map(|conn| Call::new(conn, rpc, fetch, aggregate, timeout))
         .collect()
 }
 

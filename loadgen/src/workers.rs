@@ -24,8 +24,10 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tonic::Code;
 use tracing::Instrument;
 
-use crate::conn::{Conn, Prepared, decode};
+use crate::cli::Rpc;
+use crate::conn::{Conn, Prepared};
 use crate::stats::Stats;
+use fanout_common::grpc::decode;
 
 /// How much load, for how long.
 #[derive(Debug, Clone)]
@@ -45,19 +47,11 @@ pub struct Load {
     pub timeout: Option<Duration>,
 }
 
-/// Which RPC a call makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Fetch,
-    Aggregate,
-    Stream,
-}
-
 /// One kind of call, encoded once and ready to send (cloning shares the connection).
 #[derive(Debug, Clone)]
 pub struct Call {
     conn: Conn,
-    kind: Kind,
+    rpc: Rpc,
     request: Prepared,
 }
 
@@ -81,30 +75,24 @@ impl Done {
 }
 
 impl Call {
-    /// A `Fetch` of `req` over `conn`; `timeout` is sent as the call's `grpc-timeout`.
-    pub fn fetch(conn: &Conn, req: &FetchRequest, timeout: Option<Duration>) -> Self {
-        Call {
-            request: Prepared::new(paths::BACKEND_FETCH, req, timeout),
-            conn: conn.clone(),
-            kind: Kind::Fetch,
-        }
-    }
-
-    /// An `Aggregate` (or, with `stream`, an `AggregateStream`) of `req` over `conn`.
-    pub fn aggregate(
+    /// A call of `rpc` over `conn`: `fetch` for a `Fetch`, `aggregate` for the other two;
+    /// `timeout` is sent as the call's `grpc-timeout`.
+    pub fn new(
         conn: &Conn,
-        req: &AggregateRequest,
-        stream: bool,
+        rpc: Rpc,
+        fetch: &FetchRequest,
+        aggregate: &AggregateRequest,
         timeout: Option<Duration>,
     ) -> Self {
-        let (kind, path) = match stream {
-            false => (Kind::Aggregate, paths::AGGREGATE),
-            true => (Kind::Stream, paths::AGGREGATE_STREAM),
+        let request = match rpc {
+            Rpc::Fetch => Prepared::new(paths::BACKEND_FETCH, fetch, timeout),
+            Rpc::Aggregate => Prepared::new(paths::AGGREGATE, aggregate, timeout),
+            Rpc::Stream => Prepared::new(paths::AGGREGATE_STREAM, aggregate, timeout),
         };
         Call {
-            request: Prepared::new(path, req, timeout),
             conn: conn.clone(),
-            kind,
+            rpc,
+            request,
         }
     }
 
@@ -114,16 +102,16 @@ impl Call {
     }
 
     /// Makes the call once; the status is the target's answer (the probe before a run).
-    pub async fn once(&mut self) -> Result<(), tonic::Status> {
+    pub async fn once(&self) -> Result<(), tonic::Status> {
         let span = tracing::Span::none();
-        match self.kind {
-            Kind::Fetch => {
+        match self.rpc {
+            Rpc::Fetch => {
                 decode::<FetchReply>(self.conn.unary(&self.request, &span).await?).map(drop)
             }
-            Kind::Aggregate => {
+            Rpc::Aggregate => {
                 decode::<AggregateReply>(self.conn.unary(&self.request, &span).await?).map(drop)
             }
-            Kind::Stream => {
+            Rpc::Stream => {
                 self.conn
                     .server_stream(&self.request, &span, |m| {
                         decode::<AggregateEvent>(m).map(drop)
@@ -133,19 +121,19 @@ impl Call {
         }
     }
 
-    async fn invoke(&mut self, limit: Option<Duration>) -> Done {
+    async fn invoke(&self, limit: Option<Duration>) -> Done {
         // A client span, only when traces are exported (otherwise this is a no-op); its
         // context travels with the request.
         let span = tracing::info_span!("call", otel.name = "loadgen call", otel.kind = "client");
         let call = async {
-            match self.kind {
+            match self.rpc {
                 // The answer is counted by its status, not decoded: the probe before the run
                 // checked that this target answers Fetch with FetchReply.
-                Kind::Fetch => match self.conn.unary(&self.request, &span).await {
+                Rpc::Fetch => match self.conn.unary(&self.request, &span).await {
                     Ok(_) => Done::status(Code::Ok),
                     Err(s) => Done::status(s.code()),
                 },
-                Kind::Aggregate => {
+                Rpc::Aggregate => {
                     let reply = match self.conn.unary(&self.request, &span).await {
                         Ok(answer) => decode::<AggregateReply>(answer),
                         Err(s) => Err(s),
@@ -161,7 +149,7 @@ impl Call {
                         Err(s) => Done::status(s.code()),
                     }
                 }
-                Kind::Stream => {
+                Rpc::Stream => {
                     let started = Instant::now();
                     let mut done = Done::status(Code::Ok);
                     let streamed = self
@@ -293,13 +281,7 @@ pub async fn drive(
             None => std::future::pending().await,
         }
     };
-    let all_done = async {
-        for done in &mut stopped {
-            if !done.is_terminated() {
-                let _ = done.await;
-            }
-        }
-    };
+    let all_done = all_stopped(&mut stopped);
     let warmed = async {
         sleep_until(measure_from).await;
         progress.measuring.store(true, Relaxed);
@@ -316,11 +298,7 @@ pub async fn drive(
     for call in &calls {
         call.conn().stop_beside();
     }
-    for done in stopped {
-        if !done.is_terminated() {
-            let _ = done.await;
-        }
-    }
+    all_stopped(&mut stopped).await;
 
     let mut stats = Stats::default();
     let mut last = measure_from;
@@ -341,13 +319,17 @@ pub async fn drive(
     }
 }
 
+/// Waits until every worker has ended or been dropped.
+async fn all_stopped(stopped: &mut [oneshot::Receiver<()>]) {
+    for done in stopped {
+        if !done.is_terminated() {
+            let _ = done.await;
+        }
+    }
+}
+
 /// One worker: calls until the run is over.
-async fn worker(
-    s: Arc<Schedule>,
-    mut call: Call,
-    progress: Arc<Progress>,
-    out: Arc<Mutex<Measured>>,
-) {
+async fn worker(s: Arc<Schedule>, call: Call, progress: Arc<Progress>, out: Arc<Mutex<Measured>>) {
     let closed_loop_end = s.end.filter(|_| s.load.rate.is_none());
     while !s.done.load(Relaxed) {
         let due = match s.load.rate {

@@ -12,7 +12,7 @@ pub mod v1 {
 }
 
 /// The HTTP/2 paths of the methods, for clients that build their requests themselves (the
-/// aggregator's backend calls and the loadgen, over `h2` directly).
+/// aggregator's backend calls and the loadgen, over `fanout_common::http2`).
 pub mod paths {
     pub const BACKEND_FETCH: &str = "/fanout.v1.Backend/Fetch";
     pub const BACKEND_STATS: &str = "/fanout.v1.Backend/Stats";

@@ -131,7 +131,8 @@ async fn aggregator_for(
     (agg, client)
 }
 
-/// One call with a 4 s deadline: the silent backend's result, and how long the call took.
+/// One call with a deadline of `deadline_ms`: the silent backend's result, and how long the call
+/// took.
 async fn stuck_call(
     mut client: AggregatorClient<Channel>,
     deadline_ms: u32,

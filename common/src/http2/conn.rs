@@ -849,6 +849,27 @@ impl Shared {
     }
 }
 
+/// Opens a TCP connection to `authority` (a host name, an IPv4 address or a bracketed IPv6 one,
+/// and a port: `default_port` if it has none) within `limit`, with Nagle's algorithm off: a
+/// request must leave when it is written. The error says why, for the caller to put in context.
+pub async fn connect(
+    authority: &http::uri::Authority,
+    default_port: u16,
+    limit: Duration,
+) -> Result<TcpStream, String> {
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(default_port);
+    let tcp = tokio::time::timeout(limit, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("no connection within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+    Ok(tcp)
+}
+
 /// Starts an HTTP/2 connection over `io` to the server at `authority` (`host:port`, sent as
 /// `:authority`). Nothing is awaited: the preface and our SETTINGS go out with the first write
 /// of the [`Driver`], which must be polled (spawned) for anything to happen.

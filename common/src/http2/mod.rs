@@ -11,7 +11,7 @@
 //! `grpc-status` only, and callers' frames gather in one buffer that one write sends.
 //! BENCHMARKS.md §2 and §3 give the figures.
 //!
-//! - [`conn`]: the connection: [`handshake`], [`Client`], [`Driver`].
+//! - [`conn`]: the connection: [`connect`] (TCP), [`handshake`], [`Client`], [`Driver`].
 //! - [`hpack`]: header compression (RFC 7541).
 //! - [`huffman`]: HPACK's Huffman code.
 
@@ -19,7 +19,7 @@ pub mod conn;
 pub mod hpack;
 pub mod huffman;
 
-pub use conn::{Call, Client, Driver, Request, handshake};
+pub use conn::{Call, Client, Driver, Request, connect, handshake};
 
 /// `"f1e3 c2e5"` as bytes: the RFCs write their examples in hex.
 #[cfg(test)]
