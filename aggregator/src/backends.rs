@@ -234,7 +234,7 @@ impl BackendChannel {
         span: &tracing::Span,
     ) -> Result<FetchReply, Status> {
         let client = self.client().await?;
-        let trace_context = fanout_common::propagation::trace_headers(span);
+        let trace_context = fanout_telemetry::propagation::trace_headers(span);
         let request = Request {
             path: fanout_proto::paths::BACKEND_FETCH,
             timeout: Some(deadline),
@@ -308,7 +308,7 @@ async fn keep_alive(client: Client, keepalive: Keepalive, backend: String) {
             Err(_) => {
                 let why = format!(
                     "keep-alive timed out: no answer to a ping within {}",
-                    fanout_common::cli::fmt_duration(keepalive.timeout)
+                    fanout_proto::cli::fmt_duration(keepalive.timeout)
                 );
                 tracing::warn!("backend {backend}: {why}; dropping its connection");
                 client.abort(why);

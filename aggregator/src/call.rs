@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use fanout_common::{Counters, propagation};
 use fanout_proto::v1::{BackendResult, FetchReply, FetchRequest, backend_result::Outcome};
+use fanout_server::Counters;
+use fanout_telemetry::propagation;
 use tokio::time::{Instant, sleep, timeout};
 use tonic::Code;
 use tower::retry::budget::{Budget, TpsBudget};
@@ -14,8 +15,9 @@ use tracing::Instrument;
 use crate::backends::BackendHandle;
 use crate::cache::Cache;
 use crate::error::CallError;
-use crate::request::{MIN_TIMEOUT, Plan};
+use crate::request::Plan;
 use crate::retry::RetryPolicy;
+use fanout_proto::limits::MIN_TIMEOUT;
 
 /// What every backend call of this aggregator shares.
 #[derive(Debug)]

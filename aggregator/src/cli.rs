@@ -4,13 +4,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use fanout_common::cli::{FanoutArg, duration, positive_duration};
-use fanout_common::telemetry::TelemetryArgs;
+use fanout_proto::cli::{FanoutArg, duration, positive_duration};
+use fanout_telemetry::TelemetryArgs;
 
 use crate::Config;
 use crate::backends::{BackendSpec, check_specs};
-use crate::request::{MAX_TIMEOUT, MIN_TIMEOUT};
 use crate::retry::RetryPolicy;
+use fanout_proto::limits::{MAX_TIMEOUT, MIN_TIMEOUT};
 
 /// Fans each request out to several `fanout.v1.Backend`s, with per-attempt timeouts, an overall
 /// deadline, concurrency limits, retries with backoff and a budget, an optional cache, and

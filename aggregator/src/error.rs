@@ -25,7 +25,7 @@ pub enum CallError {
 }
 
 fn fmt(d: Duration) -> String {
-    fanout_common::cli::fmt_duration(d)
+    fanout_proto::cli::fmt_duration(d)
 }
 
 impl CallError {

@@ -15,8 +15,8 @@
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
-use fanout_common::thread::runtime;
 use fanout_proto::v1::{BackendResult, Fanout, Summary, backend_result::Outcome};
+use fanout_server::thread::runtime;
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use tonic::Code;
 use tracing::Instrument;

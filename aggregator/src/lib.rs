@@ -33,10 +33,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanout_common::thread::ServerThread;
-use fanout_common::{Counters, ServeError, Server};
 use fanout_proto::v1::Fanout;
 use fanout_proto::v1::aggregator_server::AggregatorServer;
+use fanout_server::thread::ServerThread;
+use fanout_server::{Counters, ServeError, Server};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -44,9 +44,6 @@ use tonic::service::Routes;
 pub use crate::backends::BackendSpec;
 use crate::retry::RetryPolicy;
 use crate::service::AggregatorService;
-
-/// Largest request message accepted, in bytes (a query is at most 4 KiB, plus backend names).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// What the aggregator does; built once from the flags, passed by value.
 #[derive(Debug, Clone)]
@@ -123,7 +120,7 @@ pub async fn run(
         grace: config.grace_period,
     };
     let service = AggregatorServer::new(AggregatorService::new(config, counters))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(fanout_proto::limits::MAX_MESSAGE_BYTES);
     server.serve(Routes::new(service), listener, shutdown).await
 }
 

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fanout_proto::limits;
 use fanout_proto::v1::{AggregateRequest, Fanout, Mode};
 use tokio::time::Instant;
 
@@ -10,17 +11,9 @@ use crate::Config;
 use crate::backends::Backends;
 use crate::error::RequestError;
 
-/// The longest query accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 4096;
-/// The shortest timeout or deadline that leaves room for one backend attempt on loopback.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(5);
-/// The longest timeout or deadline accepted; longer ones are mistakes.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(600);
 /// Bounds on the time kept back from the caller's `grpc-timeout` to send the answer (5%).
 const MIN_MARGIN: Duration = Duration::from_millis(1);
 const MAX_MARGIN: Duration = Duration::from_millis(20);
-/// The longest `delay_ms` forwarded to backends (the backends' own limit).
-pub const MAX_DELAY_MS: u32 = 60_000;
 
 /// One aggregate call, decided.
 #[derive(Debug, Clone)]
@@ -48,23 +41,10 @@ fn invalid(msg: String) -> RequestError {
     RequestError::Invalid(msg)
 }
 
-/// A timeout field from the request: absent, or within `MIN_TIMEOUT..=MAX_TIMEOUT`.
-fn timeout_field(field: &str, ms: Option<u32>) -> Result<Option<Duration>, RequestError> {
-    let Some(ms) = ms else { return Ok(None) };
-    let d = Duration::from_millis(ms.into());
-    if d < MIN_TIMEOUT {
-        return Err(invalid(format!(
-            "{field} {ms} is below the {} ms minimum a backend attempt needs",
-            MIN_TIMEOUT.as_millis()
-        )));
+impl From<limits::Invalid> for RequestError {
+    fn from(e: limits::Invalid) -> Self {
+        RequestError::Invalid(e.0)
     }
-    if d > MAX_TIMEOUT {
-        return Err(invalid(format!(
-            "{field} {ms} is over the limit of {} ms",
-            MAX_TIMEOUT.as_millis()
-        )));
-    }
-    Ok(Some(d))
 }
 
 /// Checks `req` against the config and backends; `caller_timeout` is the caller's
@@ -76,12 +56,7 @@ pub fn plan(
     caller_timeout: Option<Duration>,
 ) -> Result<Plan, RequestError> {
     let started = Instant::now();
-    if req.query.len() > MAX_QUERY_BYTES {
-        return Err(invalid(format!(
-            "query is {} bytes; the limit is {MAX_QUERY_BYTES}",
-            req.query.len()
-        )));
-    }
+    limits::query(&req.query)?;
 
     let mut targets = Vec::with_capacity(req.backends.len().max(backends.len()));
     if req.backends.is_empty() {
@@ -111,8 +86,8 @@ pub fn plan(
         }
     }
 
-    let attempt = timeout_field("attempt_timeout_ms", req.attempt_timeout_ms)?;
-    let deadline = timeout_field("deadline_ms", req.deadline_ms)?;
+    let attempt = limits::timeout_ms("attempt_timeout_ms", req.attempt_timeout_ms)?;
+    let deadline = limits::timeout_ms("deadline_ms", req.deadline_ms)?;
     // Finish a little before the caller's own deadline, so the partial results reach it in
     // time instead of its deadline expiring first.
     let caller_timeout =
@@ -141,31 +116,9 @@ pub fn plan(
             _ => "fanout, mode, delay_ms, fail",
         }));
     }
-    let fanout = match req.fanout.map(Fanout::try_from) {
-        None | Some(Ok(Fanout::Unspecified)) => config.fanout,
-        Some(Ok(f)) => f,
-        Some(Err(_)) => {
-            return Err(invalid(format!(
-                "fanout {} is not a known Fanout (1 concurrent, 2 sequential, 3 blocking)",
-                req.fanout.unwrap_or_default()
-            )));
-        }
-    };
-    let mode = match req.mode.map(Mode::try_from) {
-        None | Some(Ok(Mode::Unspecified)) => None,
-        Some(Ok(m)) => Some(m),
-        Some(Err(_)) => {
-            return Err(invalid(format!(
-                "mode {} is not a known Mode (1 async, 2 blocking, 3 spawn-blocking, 4 cpu)",
-                req.mode.unwrap_or_default()
-            )));
-        }
-    };
-    if let Some(ms) = req.delay_ms.filter(|&ms| ms > MAX_DELAY_MS) {
-        return Err(invalid(format!(
-            "delay_ms {ms} is over the limit of {MAX_DELAY_MS}"
-        )));
-    }
+    let fanout = limits::fanout(req.fanout)?.unwrap_or(config.fanout);
+    let mode = limits::mode(req.mode)?;
+    limits::delay_ms(req.delay_ms)?;
 
     Ok(Plan {
         query: req.query.clone(),
@@ -398,8 +351,8 @@ mod properties {
                         prop_assert!(p.deadline - p.started <= config.deadline);
                         prop_assert!(p.attempt_timeout <= p.deadline - p.started);
                         prop_assert!(!p.targets.is_empty() && p.targets.len() <= 2);
-                        prop_assert!(p.query.len() <= MAX_QUERY_BYTES);
-                        prop_assert!(p.delay_ms.is_none_or(|d| d <= MAX_DELAY_MS));
+                        prop_assert!(p.query.len() <= limits::MAX_QUERY_BYTES);
+                        prop_assert!(p.delay_ms.is_none_or(|d| d <= limits::MAX_DELAY_MS));
                     }
                     Err(e) => prop_assert!(!e.to_string().is_empty()),
                 }

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use fanout_common::deadline::grpc_timeout;
-use fanout_common::{CallGuard, Counters};
 use fanout_proto::v1::aggregator_server::Aggregator;
 use fanout_proto::v1::{
     AggregateEvent, AggregateReply, AggregateRequest, ClearCacheReply, ClearCacheRequest,
     ServerStats, StatsRequest, aggregate_event::Event,
 };
+use fanout_server::deadline::grpc_timeout;
+use fanout_server::{CallGuard, Counters};
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};

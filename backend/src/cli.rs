@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use fanout_common::cli::{ModeArg, duration};
-use fanout_common::telemetry::TelemetryArgs;
+use fanout_proto::cli::{ModeArg, duration};
+use fanout_telemetry::TelemetryArgs;
 
 use crate::latency::LatencySpec;
 use crate::{Config, MAX_WORKERS};

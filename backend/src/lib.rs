@@ -20,10 +20,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fanout_common::thread::ServerThread;
-use fanout_common::{Counters, ServeError, Server};
 use fanout_proto::v1::Mode;
 use fanout_proto::v1::backend_server::BackendServer;
+use fanout_server::thread::ServerThread;
+use fanout_server::{Counters, ServeError, Server};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -33,9 +33,6 @@ use crate::service::BackendService;
 
 /// Upper bound for `--workers`.
 pub const MAX_WORKERS: u16 = 1024;
-
-/// Largest request message accepted, in bytes (a query is at most 4 KiB).
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// What one backend does; built once from the flags, passed by value.
 #[derive(Debug, Clone)]
@@ -95,7 +92,7 @@ pub async fn run(
         grace: config.grace_period,
     };
     let service = BackendServer::new(BackendService::new(config, counters))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        .max_decoding_message_size(fanout_proto::limits::MAX_MESSAGE_BYTES);
     server.serve(Routes::new(service), listener, shutdown).await
 }
 

@@ -3,7 +3,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use fanout_common::{shutdown, telemetry, thread::runtime};
+use fanout_server::{shutdown, thread::runtime};
+use fanout_telemetry as telemetry;
 
 fn main() -> anyhow::Result<()> {
     let cli = backend::cli::Cli::parse();

@@ -4,10 +4,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fanout_common::Counters;
-use fanout_common::deadline::grpc_timeout;
+use fanout_proto::limits;
 use fanout_proto::v1::backend_server::Backend;
 use fanout_proto::v1::{FetchReply, FetchRequest, Mode, ServerStats, StatsRequest};
+use fanout_server::Counters;
+use fanout_server::deadline::grpc_timeout;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::Semaphore;
@@ -15,12 +16,6 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::Config;
-
-/// The longest `delay_ms` override honoured: a 10-hour delay is a mistake, not a test.
-pub const MAX_DELAY_OVERRIDE_MS: u32 = 60_000;
-
-/// The longest query accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 4096;
 
 /// The backend service; cheap to share, all state behind `Arc`s.
 #[derive(Debug)]
@@ -69,12 +64,7 @@ impl BackendService {
 
     /// Checks the request and works out what this call will do.
     fn plan(&self, req: &FetchRequest) -> Result<Plan, Status> {
-        if req.query.len() > MAX_QUERY_BYTES {
-            return Err(Status::invalid_argument(format!(
-                "query is {} bytes; the limit is {MAX_QUERY_BYTES}",
-                req.query.len()
-            )));
-        }
+        limits::query(&req.query).map_err(invalid)?;
         let overrides = req.delay_ms.is_some() || req.fail.is_some() || req.mode.is_some();
         if overrides && !self.config.allow_overrides {
             return Err(Status::permission_denied(format!(
@@ -83,23 +73,10 @@ impl BackendService {
                 self.config.name
             )));
         }
-        if let Some(ms) = req.delay_ms.filter(|&ms| ms > MAX_DELAY_OVERRIDE_MS) {
-            return Err(Status::invalid_argument(format!(
-                "delay_ms {ms} is over the limit of {MAX_DELAY_OVERRIDE_MS}"
-            )));
-        }
-        let mode = match req.mode {
-            None => self.config.mode,
-            Some(m) => match Mode::try_from(m) {
-                Ok(Mode::Unspecified) => self.config.mode,
-                Ok(m) => m,
-                Err(_) => {
-                    return Err(Status::invalid_argument(format!(
-                        "mode {m} is not a known Mode (1 async, 2 blocking, 3 spawn-blocking, 4 cpu)"
-                    )));
-                }
-            },
-        };
+        limits::delay_ms(req.delay_ms).map_err(invalid)?;
+        let mode = limits::mode(req.mode)
+            .map_err(invalid)?
+            .unwrap_or(self.config.mode);
         let (drawn, drawn_fail) = self.draw();
         Ok(Plan {
             delay: req
@@ -111,13 +88,18 @@ impl BackendService {
     }
 }
 
+/// A request that breaks a limit: `INVALID_ARGUMENT`, with what is wrong.
+fn invalid(e: limits::Invalid) -> Status {
+    Status::invalid_argument(e.0)
+}
+
 /// Waits out `delay` in the way `mode` says. This is the part fanout exists to compare.
 async fn wait(mode: Mode, delay: Duration, cpu_pool: &Semaphore) -> Result<(), Status> {
     match mode {
         // A zero delay is no wait at all: not even a timer (raw-capacity benchmarks use it).
         _ if delay.is_zero() => {}
         // Not tokio::time::sleep, whose millisecond ticks add about 1 ms to every wait (see timer).
-        Mode::Async | Mode::Unspecified => fanout_common::timer::sleep(delay).await,
+        Mode::Async | Mode::Unspecified => fanout_timer::sleep(delay).await,
         // On purpose: this blocks the async worker thread that is running this call, so no other
         // task can run on it meanwhile.
         Mode::Blocking => std::thread::sleep(delay),
@@ -189,7 +171,7 @@ impl Backend for BackendService {
         };
         guard.finish(result.is_ok());
         if let Err(status) = &result {
-            fanout_common::propagation::set_error(&tracing::Span::current(), status.message());
+            fanout_telemetry::propagation::set_error(&tracing::Span::current(), status.message());
         }
         result.map(Response::new)
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use backend::latency::LatencySpec;
 use clap::{Args, Parser, Subcommand, ValueEnum};
-pub use fanout_common::cli::{FanoutArg, ModeArg};
-use fanout_common::cli::{duration, positive_duration};
+pub use fanout_proto::cli::{FanoutArg, ModeArg};
+use fanout_proto::cli::{duration, positive_duration};
 
 /// Measures fanout's throughput and latency under blocking and non-blocking configurations,
 /// against the theoretical bound. Without --target it starts a local deployment by itself.
@@ -19,7 +19,7 @@ pub struct Cli {
     /// Traces: with OTEL_EXPORTER_OTLP_ENDPOINT set, a share of the calls (--trace-ratio,
     /// default 1%) start a trace that continues through the aggregator and backends.
     #[command(flatten)]
-    pub telemetry: fanout_common::telemetry::TelemetryArgs,
+    pub telemetry: fanout_telemetry::TelemetryArgs,
 
     /// Runtime worker threads driving the load [default: one per core]. On a machine shared
     /// with the server under test, fewer threads can leave it more CPU; 1 runs tokio's

@@ -69,7 +69,7 @@ pub struct CompareReport {
 }
 
 /// The longest deadline a request may ask for (the aggregator's limit), in milliseconds.
-const LONGEST_MS: u32 = aggregator::request::MAX_TIMEOUT.as_millis() as u32;
+const LONGEST_MS: u32 = fanout_proto::limits::MAX_TIMEOUT.as_millis() as u32;
 
 const HEADER: &str = "fanout      backend mode      calls/s     theory    eff.  limited by            p50       p99   errors degraded";
 

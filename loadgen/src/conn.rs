@@ -21,8 +21,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fanout_common::grpc;
 use fanout_common::http2::{self, Client, Driver, Request};
-use fanout_common::{grpc, propagation};
+use fanout_telemetry::propagation;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use http::HeaderMap;
@@ -122,7 +123,7 @@ impl Conn {
             .map_err(|_| {
                 Status::deadline_exceeded(format!(
                     "no answer within {}",
-                    fanout_common::cli::fmt_duration(timeout)
+                    fanout_proto::cli::fmt_duration(timeout)
                 ))
             })??;
         grpc::decode(answer)

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backend::latency::LatencySpec;
-use fanout_common::thread::ServerThread;
 use fanout_proto::v1::{Fanout, Mode};
+use fanout_server::thread::ServerThread;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 

@@ -14,14 +14,14 @@ fn main() -> anyhow::Result<()> {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
-        threads => fanout_common::thread::runtime(threads.map_or(0, usize::from), "loadgen")?,
+        threads => fanout_server::thread::runtime(threads.map_or(0, usize::from), "loadgen")?,
     };
     // Only errors by default: the local deployment's servers would otherwise interleave their
     // logs (stall warnings in the blocking configurations) with the table. RUST_LOG widens it.
     // The exporter's channel lives on the runtime, so set telemetry up inside it.
     let telemetry = {
         let _in_runtime = runtime.enter();
-        fanout_common::telemetry::init_with(&cli.telemetry, "loadgen", "error", 0.01)
+        fanout_telemetry::init_with(&cli.telemetry, "loadgen", "error", 0.01)
             .map_err(anyhow::Error::msg)?
     };
     let outcome = runtime.block_on(async {

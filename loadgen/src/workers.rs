@@ -341,7 +341,7 @@ async fn worker(s: Arc<Schedule>, call: Call, progress: Arc<Progress>, out: Arc<
                 }
                 // Not tokio's timer: it would send the call up to a couple of milliseconds
                 // after `due`, and the call's latency is counted from `due`.
-                fanout_common::timer::sleep_until(due.into_std()).await;
+                fanout_timer::sleep_until(due.into_std()).await;
                 due
             }
             None => Instant::now(),

@@ -2,6 +2,8 @@
 //!
 //! - [`v1`]: messages, the `Backend` and `Aggregator` clients and servers.
 //! - [`paths`]: the methods' HTTP/2 paths.
+//! - [`limits`]: what a request may ask for, checked the same way by both servers.
+//! - [`cli`]: the flag values every binary shares (`--mode`, `--fanout`, human durations).
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for the servers' reflection service, so
 //!   `grpcurl list` and `grpcurl describe` work without the .proto file.
 #![forbid(unsafe_code)]
@@ -11,8 +13,11 @@ pub mod v1 {
     tonic::include_proto!("fanout.v1");
 }
 
+pub mod cli;
+pub mod limits;
+
 /// The HTTP/2 paths of the methods, for clients that build their requests themselves (the
-/// aggregator's backend calls and the loadgen, over `fanout_common::http2`).
+/// loadgen, over the `h2` crate).
 pub mod paths {
     pub const BACKEND_FETCH: &str = "/fanout.v1.Backend/Fetch";
     pub const BACKEND_STATS: &str = "/fanout.v1.Backend/Stats";

@@ -9,10 +9,10 @@ pub mod process;
 
 use std::time::{Duration, Instant};
 
-use fanout_common::thread::ServerThread;
 use fanout_proto::v1::aggregator_client::AggregatorClient;
 use fanout_proto::v1::backend_client::BackendClient;
 use fanout_proto::v1::{AggregateRequest, FetchRequest, ServerStats, StatsRequest};
+use fanout_server::thread::ServerThread;
 use tonic::transport::Channel;
 
 pub use aggregator::Config as AggregatorConfig;

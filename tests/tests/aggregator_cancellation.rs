@@ -6,7 +6,7 @@ use fanout_proto::v1::aggregate_event::Event;
 use fanout_tests::*;
 
 fn settled(
-    backend: &fanout_common::thread::ServerThread,
+    backend: &fanout_server::thread::ServerThread,
 ) -> impl std::future::Future<Output = bool> {
     let url = backend.url();
     eventually(Duration::from_secs(5), move || {

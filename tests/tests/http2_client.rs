@@ -6,10 +6,11 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use fanout_common::grpc;
 use fanout_common::http2::{self, Client, Request};
-use fanout_common::{grpc, thread::ServerThread};
 use fanout_proto::paths;
 use fanout_proto::v1::{FetchReply, FetchRequest};
+use fanout_server::thread::ServerThread;
 use fanout_tests::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};

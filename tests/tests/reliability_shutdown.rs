@@ -207,7 +207,7 @@ where
     );
 }
 
-async fn aggregator_under_test() -> (Process, Vec<fanout_common::thread::ServerThread>) {
+async fn aggregator_under_test() -> (Process, Vec<fanout_server::thread::ServerThread>) {
     let b1 = start_backend(backend_config("b1", "300ms"), 1);
     let b2 = start_backend(backend_config("b2", "300ms"), 1);
     let backends = [("b1", b1.url()), ("b2", b2.url())];

@@ -379,7 +379,7 @@ impl State {
         );
         e.field(&mut block, b"te", b"trailers", Kind::Repeated);
         if let Some(t) = req.timeout {
-            let value = crate::deadline::format(t);
+            let value = fanout_server::deadline::format(t);
             e.field(&mut block, b"grpc-timeout", value.as_bytes(), Kind::Varying);
         }
         for (name, value) in req.metadata.into_iter().flatten() {

@@ -25,7 +25,7 @@ fn main() -> anyhow::Result<()> {
         });
         receiver
             .serve(listener, async {
-                fanout_common::shutdown::signal().await;
+                fanout_server::shutdown::signal().await;
             })
             .await?;
         anyhow::Ok(())

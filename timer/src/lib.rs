@@ -17,6 +17,7 @@
 //!
 //! The wait is still asynchronous: the task gives its worker back while it waits, exactly as with
 //! `tokio::time::sleep`.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
+use crate::v1::{Fanout, Mode};
 use clap::ValueEnum;
-use fanout_proto::v1::{Fanout, Mode};
 
 /// Parses a human duration such as `200ms` or `2s` (see `humantime`).
 pub fn duration(s: &str) -> Result<Duration, String> {

@@ -6,7 +6,10 @@
 //!   the SDK's batch processor: a bounded queue drained by its own thread, so a dead or slow
 //!   collector never blocks serving. When the queue is full, spans are dropped and counted, and
 //!   the count is logged at shutdown. [`Telemetry::shutdown`] flushes within a bounded time.
-//! - W3C `traceparent` is the propagation format (see [`crate::propagation`]).
+//! - W3C `traceparent` is the propagation format (see [`propagation`]).
+#![forbid(unsafe_code)]
+
+pub mod propagation;
 
 use std::io::IsTerminal;
 use std::time::Duration;

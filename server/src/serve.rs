@@ -84,7 +84,7 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             // A span per call, continuing the caller's trace.
-            .trace_fn(crate::propagation::server_span)
+            .trace_fn(fanout_telemetry::propagation::server_span)
             .layer(ProcessTimeLayer)
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, async {
