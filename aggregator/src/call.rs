@@ -134,7 +134,7 @@ async fn with_retries(
                 return (Ok(reply), attempt);
             }
             Err(err) => {
-                span.record("outcome", crate::error::code_name(err.code()));
+                span.record("outcome", fanout_proto::code_name(err.code()));
                 propagation::set_error(&span, err.to_string());
                 err
             }

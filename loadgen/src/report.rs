@@ -57,7 +57,7 @@ pub fn status_counts(stats: &Stats) -> BTreeMap<String, u64> {
         .filter(|(_, n)| **n > 0)
         .map(|(code, n)| {
             (
-                aggregator::error::code_name(Code::from(code as i32)).to_owned(),
+                fanout_proto::code_name(Code::from(code as i32)).to_owned(),
                 *n,
             )
         })

@@ -4,6 +4,7 @@
 //! - [`paths`]: the methods' HTTP/2 paths.
 //! - [`limits`]: what a request may ask for, checked the same way by both servers.
 //! - [`cli`]: the flag values every binary shares (`--mode`, `--fanout`, human durations).
+//! - [`code_name`]: a gRPC code as grpcurl spells it.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for the servers' reflection service, so
 //!   `grpcurl list` and `grpcurl describe` work without the .proto file.
 #![forbid(unsafe_code)]
@@ -15,6 +16,8 @@ pub mod v1 {
 
 pub mod cli;
 pub mod limits;
+
+use tonic::Code;
 
 /// The HTTP/2 paths of the methods, for clients that build their requests themselves (the
 /// loadgen, over the `h2` crate).
@@ -51,5 +54,28 @@ impl v1::Fanout {
             v1::Fanout::Sequential => "sequential",
             v1::Fanout::Blocking => "blocking",
         }
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as grpcurl and the gRPC docs spell it.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }

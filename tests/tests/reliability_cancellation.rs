@@ -54,7 +54,7 @@ async fn call(
 ) -> Seen {
     let status = |r: Result<(), tonic::Status>| match r {
         Ok(()) => Seen::Answered,
-        Err(s) => Seen::Status(aggregator::error::code_name(s.code())),
+        Err(s) => Seen::Status(fanout_proto::code_name(s.code())),
     };
     let whole = |mut c: AggregatorClient<Channel>, req: tonic::Request<AggregateRequest>| async move {
         if stream {
@@ -88,7 +88,7 @@ async fn call(
             };
             match first.await {
                 Ok(()) => Seen::GaveUp,
-                Err(s) => Seen::Status(aggregator::error::code_name(s.code())),
+                Err(s) => Seen::Status(fanout_proto::code_name(s.code())),
             }
         }
         Leave::Disconnect => {
