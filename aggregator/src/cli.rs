@@ -9,7 +9,7 @@ use fanout_telemetry::TelemetryArgs;
 
 use crate::Config;
 use crate::backends::{BackendSpec, check_specs};
-use crate::retry::RetryPolicy;
+use crate::client::retry::RetryPolicy;
 use fanout_proto::limits::{MAX_TIMEOUT, MIN_TIMEOUT};
 
 /// Fans each request out to several `fanout.v1.Backend`s, with per-attempt timeouts, an overall

@@ -15,30 +15,29 @@
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 
-use fanout_proto::v1::{BackendResult, Fanout, Summary, backend_result::Outcome};
+use fanout_proto::v1::{BackendResult, Fanout, FetchRequest, Summary, backend_result::Outcome};
 use fanout_server::thread::runtime;
+use fanout_telemetry::propagation;
 use futures::stream::{self, BoxStream, FuturesUnordered, StreamExt};
 use tonic::Code;
 use tracing::Instrument;
 
-use crate::backends::Backends;
-use crate::call::{CallContext, call_backend, not_called};
-use crate::error::CallError;
+use crate::backends::{Backend, Backends};
+use crate::client::Bounded;
+use crate::client::error::{CallError, Failed};
 use crate::request::Plan;
 
-/// Runs plans against the backends.
+/// Runs plans against the backends: gathers each target backend's result as a stream.
 #[derive(Debug)]
-pub struct Fanouts {
-    ctx: Arc<CallContext>,
+pub struct Gather {
     backends: Arc<Backends>,
     /// Made on first use of `blocking` fan-out.
     sync_client: OnceLock<Arc<SyncClient>>,
 }
 
-impl Fanouts {
-    pub fn new(ctx: Arc<CallContext>, backends: Arc<Backends>) -> Self {
+impl Gather {
+    pub fn new(backends: Arc<Backends>) -> Self {
         Self {
-            ctx,
             backends,
             sync_client: OnceLock::new(),
         }
@@ -52,23 +51,23 @@ impl Fanouts {
     /// the backend calls' spans hang under it, even when a stream is polled outside it, and it
     /// stays open until the last backend has answered.
     pub fn results(&self, plan: Arc<Plan>) -> BoxStream<'static, BackendResult> {
-        let (ctx, backends) = (self.ctx.clone(), self.backends.clone());
+        let backends = self.backends.clone();
         let parent = tracing::Span::current();
         match plan.fanout {
             Fanout::Concurrent | Fanout::Unspecified => plan
                 .targets
                 .iter()
                 .map(|&i| {
-                    let (ctx, backends, plan) = (ctx.clone(), backends.clone(), plan.clone());
-                    async move { call_backend(&ctx, backends.get(i), &plan).await }
+                    let (backends, plan) = (backends.clone(), plan.clone());
+                    async move { call_backend(backends.get(i), &plan).await }
                         .instrument(parent.clone())
                 })
                 .collect::<FuturesUnordered<_>>()
                 .boxed(),
             Fanout::Sequential => stream::iter(plan.targets.clone())
                 .then(move |i| {
-                    let (ctx, backends, plan) = (ctx.clone(), backends.clone(), plan.clone());
-                    async move { call_backend(&ctx, backends.get(i), &plan).await }
+                    let (backends, plan) = (backends.clone(), plan.clone());
+                    async move { call_backend(backends.get(i), &plan).await }
                         .instrument(parent.clone())
                 })
                 .boxed(),
@@ -78,10 +77,92 @@ impl Fanouts {
                     .get_or_init(|| Arc::new(SyncClient::new(&self.backends)))
                     .clone();
                 stream::iter(plan.targets.clone())
-                    .map(move |i| sync.call_blocking(&ctx, &plan, i, &parent))
+                    .map(move |i| sync.call_blocking(&plan, i, &parent))
                     .boxed()
             }
         }
+    }
+}
+
+/// Calls one backend for `plan` through its stack; never fails: a failure is the result's
+/// `failure`. Traced as a `backend` span (a child of the current span) over one `attempt` span
+/// per attempt.
+pub async fn call_backend(backend: &Backend, plan: &Plan) -> BackendResult {
+    let span = tracing::info_span!(
+        "backend",
+        otel.name = format!("backend {}", backend.name),
+        backend = backend.name,
+        attempts = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        from_cache = tracing::field::Empty,
+    );
+    let req = Bounded {
+        cacheable: plan.use_cache,
+        ..Bounded::new(
+            FetchRequest {
+                query: plan.query.clone(),
+                delay_ms: plan.delay_ms,
+                fail: plan.fail,
+                mode: plan.mode.map(Into::into),
+            },
+            plan.deadline,
+            plan.attempt_timeout,
+        )
+    };
+    let answer = backend.call(req).instrument(span.clone()).await;
+    let result = match answer {
+        Ok(answered) => {
+            span.record("outcome", "OK");
+            result(
+                backend,
+                plan,
+                Outcome::Reply(answered.reply),
+                answered.attempts,
+                answered.from_cache,
+            )
+        }
+        Err(failed) => {
+            let failure = failed.to_failure(&backend.name);
+            span.record("outcome", failure.code_name.as_str());
+            propagation::set_error(&span, failure.message.clone());
+            result(
+                backend,
+                plan,
+                Outcome::Failure(failure),
+                failed.attempts,
+                false,
+            )
+        }
+    };
+    span.record("attempts", result.attempts);
+    span.record("from_cache", result.from_cache);
+    result
+}
+
+/// A backend's result for a plan that could not call it at all.
+fn not_called(backend: &Backend, plan: &Plan, error: CallError) -> BackendResult {
+    let failed = Failed {
+        error,
+        attempts: 0,
+        stopped: None,
+    };
+    let failure = failed.to_failure(&backend.name);
+    result(backend, plan, Outcome::Failure(failure), 0, false)
+}
+
+fn result(
+    backend: &Backend,
+    plan: &Plan,
+    outcome: Outcome,
+    attempts: u32,
+    from_cache: bool,
+) -> BackendResult {
+    BackendResult {
+        backend: backend.name.clone(),
+        outcome: Some(outcome),
+        attempts,
+        latency_ms: plan.started.elapsed().as_secs_f64() * 1e3,
+        from_cache,
     }
 }
 
@@ -117,29 +198,23 @@ impl SyncClient {
     }
 
     /// Calls backend `i` and blocks the calling thread until it answers; traced under `parent`.
-    fn call_blocking(
-        &self,
-        ctx: &Arc<CallContext>,
-        plan: &Arc<Plan>,
-        i: usize,
-        parent: &tracing::Span,
-    ) -> BackendResult {
+    fn call_blocking(&self, plan: &Arc<Plan>, i: usize, parent: &tracing::Span) -> BackendResult {
         let Some(rt) = &self.runtime else {
             let err = CallError::Status(tonic::Status::internal("blocking fan-out is unavailable"));
-            return not_called(self.backends.get(i), plan, &err);
+            return not_called(self.backends.get(i), plan, err);
         };
         let (tx, rx) = mpsc::sync_channel(1);
-        let (ctx, plan2, backends) = (ctx.clone(), plan.clone(), self.backends.clone());
+        let (plan2, backends) = (plan.clone(), self.backends.clone());
         rt.spawn(
             async move {
-                let _ = tx.send(call_backend(&ctx, backends.get(i), &plan2).await);
+                let _ = tx.send(call_backend(backends.get(i), &plan2).await);
             }
             .instrument(parent.clone()),
         );
         // ON PURPOSE: this blocks the async worker thread running this call.
         rx.recv().unwrap_or_else(|_| {
             let err = CallError::Status(tonic::Status::internal("the blocking call was dropped"));
-            not_called(self.backends.get(i), plan, &err)
+            not_called(self.backends.get(i), plan, err)
         })
     }
 }

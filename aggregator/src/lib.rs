@@ -9,23 +9,22 @@
 //!    `RESOURCE_EXHAUSTED` at once), then runs the plan.
 //! 3. [`fanout`] calls the backends concurrently, one after another, or (on purpose, to show the
 //!    mistake) blocking the async worker, and yields each backend's result as it completes.
-//! 4. [`call`] makes one backend's call: cache, per-backend concurrency slot, attempts with a
-//!    timeout each and the remaining deadline sent as `grpc-timeout`, retries with backoff
-//!    under the [`retry`] policy and budget.
-//! 5. [`error`] is where a failure becomes a `Failure` or a `Status`, in one place each.
+//! 4. [`client`] is one backend's call: a tower stack over tonic's generated client (cache,
+//!    retries with backoff and a budget, a span per attempt, the concurrency limit, the attempt
+//!    timeout), built per backend by [`backends`].
+//! 5. A failure becomes a backend's `Failure` in [`client::error`], and a refused request the
+//!    call's `Status` in [`error`].
 //!
 //! A call is a future (or a stream, for `AggregateStream`): when the caller goes away it is
 //! dropped, and with it every outstanding backend call.
 #![forbid(unsafe_code)]
 
 pub mod backends;
-pub mod cache;
-pub mod call;
 pub mod cli;
+pub mod client;
 pub mod error;
 pub mod fanout;
 pub mod request;
-pub mod retry;
 pub mod service;
 
 use std::future::Future;
@@ -42,7 +41,7 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub use crate::backends::BackendSpec;
-use crate::retry::RetryPolicy;
+pub use crate::client::retry::RetryPolicy;
 use crate::service::AggregatorService;
 
 /// What the aggregator does; built once from the flags, passed by value.

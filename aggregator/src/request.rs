@@ -151,11 +151,7 @@ mod tests {
             allow_overrides,
             ..Config::new(specs)
         };
-        let keepalive = crate::backends::Keepalive {
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(5),
-        };
-        let backends = Backends::connect(&config.backends, 4, keepalive);
+        let backends = Backends::connect(&config, None);
         (config, backends)
     }
 
@@ -341,11 +337,7 @@ mod properties {
                     .map(|s| s.parse().unwrap())
                     .collect();
                 let config = Config { allow_overrides: allow, ..Config::new(specs) };
-                let keepalive = crate::backends::Keepalive {
-                    interval: Duration::from_secs(5),
-                    timeout: Duration::from_secs(5),
-                };
-                let backends = Backends::connect(&config.backends, 4, keepalive);
+                let backends = Backends::connect(&config, None);
                 match plan(&config, &backends, &req, caller_ms.map(Duration::from_millis)) {
                     Ok(p) => {
                         prop_assert!(p.deadline - p.started <= config.deadline);

@@ -17,22 +17,24 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use crate::Config;
-use crate::backends::{Backends, Keepalive};
-use crate::cache::Cache;
-use crate::call::CallContext;
+use crate::backends::Backends;
+use crate::client::cache::Cache;
+use crate::client::{ReplyCache, StackCounters};
 use crate::error::RequestError;
-use crate::fanout::{Fanouts, Tally};
+use crate::fanout::{Gather, Tally};
 use crate::request::{self, Plan};
 
 /// The aggregator service. Must be created inside a tokio runtime (it opens the channels).
 #[derive(Debug)]
 pub struct AggregatorService {
     config: Config,
-    fanouts: Fanouts,
+    gather: Gather,
     /// `--max-in-flight` permits; a call that finds none is shed at once.
     admission: Arc<Semaphore>,
-    cache: Option<Cache>,
+    cache: Option<ReplyCache>,
     counters: Arc<Counters>,
+    /// Calls refused past `--max-in-flight`.
+    shed: AtomicU64,
     /// When the last "shedding" warning was logged (ms since the epoch), to log at most one a
     /// second under overload.
     last_shed_warning: AtomicU64,
@@ -47,27 +49,14 @@ struct Admitted {
 
 impl AggregatorService {
     pub fn new(config: Config, counters: Arc<Counters>) -> Self {
-        let keepalive = Keepalive {
-            interval: config.keepalive_interval,
-            timeout: config.keepalive_timeout,
-        };
-        let backends = Arc::new(Backends::connect(
-            &config.backends,
-            config.backend_concurrency,
-            keepalive,
-        ));
         let cache = Cache::new(config.cache_ttl);
-        let ctx = Arc::new(CallContext {
-            retry: config.retry,
-            budget: config.retry.budget(),
-            cache: cache.clone(),
-            counters: counters.clone(),
-        });
+        let backends = Arc::new(Backends::connect(&config, cache.clone()));
         Self {
             admission: Arc::new(Semaphore::new(config.max_in_flight)),
-            fanouts: Fanouts::new(ctx, backends),
+            gather: Gather::new(backends),
             cache,
             counters,
+            shed: AtomicU64::new(0),
             config,
             last_shed_warning: AtomicU64::new(0),
         }
@@ -79,7 +68,7 @@ impl AggregatorService {
     fn admit(&self, req: &Request<AggregateRequest>) -> Result<Admitted, Status> {
         let admitted = request::plan(
             &self.config,
-            self.fanouts.backends(),
+            self.gather.backends(),
             req.get_ref(),
             grpc_timeout(req),
         )
@@ -105,7 +94,7 @@ impl AggregatorService {
     }
 
     fn note_shed(&self) {
-        Counters::bump(&self.counters.shed);
+        Counters::bump(&self.shed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -117,7 +106,7 @@ impl AggregatorService {
                 .is_ok()
         {
             tracing::warn!(
-                shed_total = self.counters.shed.load(Ordering::Relaxed),
+                shed_total = self.shed.load(Ordering::Relaxed),
                 max_in_flight = self.config.max_in_flight,
                 "shedding calls: at the --max-in-flight limit"
             );
@@ -139,7 +128,7 @@ impl Aggregator for AggregatorService {
         req: Request<AggregateRequest>,
     ) -> Result<Response<AggregateReply>, Status> {
         let call = self.admit(&req)?;
-        let mut results = self.fanouts.results(call.plan.clone());
+        let mut results = self.gather.results(call.plan.clone());
         let mut tally = Tally::default();
         let mut all = Vec::with_capacity(call.plan.targets.len());
         while let Some(r) = results.next().await {
@@ -163,7 +152,7 @@ impl Aggregator for AggregatorService {
     ) -> Result<Response<Self::AggregateStreamStream>, Status> {
         let call = self.admit(&req)?;
         let state = Streaming {
-            results: self.fanouts.results(call.plan.clone()),
+            results: self.gather.results(call.plan.clone()),
             tally: Tally::default(),
             call,
         };
@@ -196,7 +185,19 @@ impl Aggregator for AggregatorService {
     }
 
     async fn stats(&self, _: Request<StatsRequest>) -> Result<Response<ServerStats>, Status> {
-        Ok(Response::new(self.counters.snapshot("aggregator")))
+        let mut stats = self.counters.snapshot("aggregator");
+        stats.shed = self.shed.load(Ordering::Relaxed);
+        let sum = |count: fn(&StackCounters) -> &AtomicU64| {
+            let backends = self.gather.backends().iter();
+            backends
+                .map(|b| count(b.counters()).load(Ordering::Relaxed))
+                .sum()
+        };
+        stats.backend_attempts = sum(|c| &c.attempts);
+        stats.retries = sum(|c| &c.retries);
+        stats.retries_throttled = sum(|c| &c.retries_throttled);
+        stats.cache_hits = sum(|c| &c.cache_hits);
+        Ok(Response::new(stats))
     }
 }
 

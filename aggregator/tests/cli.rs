@@ -16,7 +16,10 @@ fn bad_flags_exit_non_zero_naming_the_problem() {
     let cases: [(&[&str], &str); 7] = [
         (&[], "--backend"),
         (&["--backend", "alpha"], "is not NAME=URL"),
-        (&["--backend", "a=http://x"], "needs a host and a port"),
+        (
+            &["--backend", "a=http://x"],
+            "`http://x` (backend a) has no port",
+        ),
         (&[b, "--backend", "a=http://127.0.0.1:2"], "given twice"),
         (&[b, "--deadline", "0ms"], "out of range"),
         (&[b, "--fanout", "parallel"], "invalid value 'parallel'"),

@@ -64,7 +64,7 @@ impl Deployment {
                     fanout,
                     attempt_timeout: Duration::from_secs(60),
                     deadline: Duration::from_secs(60),
-                    retry: aggregator::retry::RetryPolicy {
+                    retry: aggregator::RetryPolicy {
                         max_attempts: 1,
                         ..Default::default()
                     },

@@ -20,16 +20,6 @@ pub struct Counters {
     pub cancelled: AtomicU64,
     pub runtime_stalls: AtomicU64,
     pub longest_stall_ms: AtomicU64,
-    /// Aggregator: calls refused past `--max-in-flight`.
-    pub shed: AtomicU64,
-    /// Aggregator: attempts made at backends, first tries and retries.
-    pub backend_attempts: AtomicU64,
-    /// Aggregator: retries made.
-    pub retries: AtomicU64,
-    /// Aggregator: retries the budget refused.
-    pub retries_throttled: AtomicU64,
-    /// Aggregator: results served from the cache.
-    pub cache_hits: AtomicU64,
 }
 
 impl Counters {
@@ -55,7 +45,7 @@ impl Counters {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// A snapshot for the `Stats` RPC.
+    /// A snapshot for the `Stats` RPC; a server adds the counts of its own.
     pub fn snapshot(&self, name: &str) -> ServerStats {
         ServerStats {
             name: name.to_owned(),
@@ -66,11 +56,7 @@ impl Counters {
             cancelled: self.cancelled.load(Relaxed),
             runtime_stalls: self.runtime_stalls.load(Relaxed),
             longest_stall_ms: self.longest_stall_ms.load(Relaxed),
-            shed: self.shed.load(Relaxed),
-            backend_attempts: self.backend_attempts.load(Relaxed),
-            retries: self.retries.load(Relaxed),
-            retries_throttled: self.retries_throttled.load(Relaxed),
-            cache_hits: self.cache_hits.load(Relaxed),
+            ..ServerStats::default()
         }
     }
 }

@@ -10,7 +10,7 @@ use fanout_tests::*;
 async fn an_attempt_timeout_bounds_each_attempt() {
     let slow = start_backend(backend_config("slow", "800ms"), 2);
     let config = AggregatorConfig {
-        retry: aggregator::retry::RetryPolicy {
+        retry: aggregator::RetryPolicy {
             max_attempts: 2,
             ..Default::default()
         },

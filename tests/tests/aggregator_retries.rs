@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use aggregator::retry::RetryPolicy;
+use aggregator::RetryPolicy;
 use fanout_tests::*;
 
 fn quick_retries(max_attempts: u32, budget_ratio: f32, budget_min_per_sec: u32) -> RetryPolicy {

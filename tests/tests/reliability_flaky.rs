@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use aggregator::retry::RetryPolicy;
+use aggregator::RetryPolicy;
 use fanout_proto::v1::aggregator_client::AggregatorClient;
 use fanout_proto::v1::{AggregateRequest, BackendResult};
 use fanout_tests::load::Load;

@@ -1,0 +1,114 @@
+//! One attempt at a backend, as the retry layer sees it: an `attempt` span (its trace context is
+//! what the backend's span hangs under), a count, and the attempt number on the result. An
+//! attempt that would start with no time left before the deadline is not made.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use fanout_proto::limits::MIN_TIMEOUT;
+use fanout_telemetry::propagation;
+use futures::future::{BoxFuture, FutureExt};
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+use super::error::{CallError, Failed, Phase};
+use super::{Answered, Bounded, StackCounters};
+
+/// Makes [`Attempt`]s.
+#[derive(Debug, Clone)]
+pub struct AttemptLayer {
+    counters: Arc<StackCounters>,
+}
+
+impl AttemptLayer {
+    pub fn new(counters: Arc<StackCounters>) -> Self {
+        AttemptLayer { counters }
+    }
+}
+
+impl<S> Layer<S> for AttemptLayer {
+    type Service = Attempt<S>;
+    fn layer(&self, inner: S) -> Attempt<S> {
+        Attempt {
+            inner,
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Attempt<S> {
+    inner: S,
+    counters: Arc<StackCounters>,
+}
+
+impl<S, M, R> Service<Bounded<M>> for Attempt<S>
+where
+    S: Service<Bounded<M>, Response = R, Error = CallError>,
+    S::Future: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = Answered<R>;
+    type Error = Failed;
+    type Future = BoxFuture<'static, Result<Answered<R>, Failed>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Failed>> {
+        self.inner.poll_ready(cx).map_err(|error| Failed {
+            error,
+            attempts: 0,
+            stopped: None,
+        })
+    }
+
+    fn call(&mut self, req: Bounded<M>) -> Self::Future {
+        let attempt = req.attempt;
+        if req.left() < MIN_TIMEOUT {
+            let phase = if attempt == 1 {
+                Phase::BeforeTurn
+            } else {
+                Phase::BeforeAttempt
+            };
+            let failed = Failed {
+                error: CallError::Deadline(phase),
+                attempts: attempt - 1,
+                stopped: None,
+            };
+            return futures::future::ready(Err(failed)).boxed();
+        }
+        StackCounters::bump(&self.counters.attempts);
+        let span = tracing::info_span!(
+            "attempt",
+            otel.name = format!("attempt {attempt}"),
+            attempt,
+            backoff_ms = req.backoff.as_secs_f64() * 1e3,
+            outcome = tracing::field::Empty,
+        );
+        // Called inside the span: the client below sends this span's trace context.
+        let call = span.in_scope(|| self.inner.call(req));
+        async move {
+            match call.await {
+                Ok(reply) => {
+                    tracing::Span::current().record("outcome", "OK");
+                    Ok(Answered {
+                        reply,
+                        attempts: attempt,
+                        from_cache: false,
+                    })
+                }
+                Err(error) => {
+                    let span = tracing::Span::current();
+                    span.record("outcome", fanout_proto::code_name(error.code()));
+                    propagation::set_error(&span, error.to_string());
+                    Err(Failed {
+                        error,
+                        attempts: attempt,
+                        stopped: None,
+                    })
+                }
+            }
+        }
+        .instrument(span)
+        .boxed()
+    }
+}

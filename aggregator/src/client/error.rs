@@ -1,0 +1,183 @@
+//! Why one backend call failed: [`CallError`] for one attempt, [`Failed`] for the call (the
+//! last attempt's error, the attempts made and why retrying stopped). A `Failed` becomes that
+//! backend's `Failure`, never the whole aggregate call's status.
+
+use std::fmt;
+use std::time::Duration;
+
+use fanout_proto::cli::fmt_duration;
+use fanout_proto::code_name;
+use fanout_proto::v1::Failure;
+use tonic::{Code, Status};
+
+/// Why one attempt produced no reply.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    #[error("attempt {attempt} timed out after {}", fmt_duration(*.after))]
+    AttemptTimeout { attempt: u32, after: Duration },
+    #[error("the call's deadline passed {0}")]
+    Deadline(Phase),
+    #[error("no free slot within the deadline (--backend-concurrency {limit} reached)")]
+    NoSlot { limit: usize },
+    /// The backend's answer, or tonic's when the call never got one (the message then says
+    /// what failed, e.g. "connection refused").
+    #[error("{}", .0.message())]
+    Status(Status),
+}
+
+/// Where a call was when its deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the backend was called at all (a sequential fan-out spent the time on others).
+    BeforeTurn,
+    /// Between attempts.
+    BeforeAttempt,
+    /// Queued for a `--backend-concurrency` slot.
+    WaitingForSlot,
+    /// With the attempt at the backend.
+    DuringAttempt,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::BeforeTurn => "before this backend's turn came",
+            Phase::BeforeAttempt => "before this attempt could start",
+            Phase::WaitingForSlot => "while waiting for a concurrency slot",
+            Phase::DuringAttempt => "during the attempt",
+        })
+    }
+}
+
+impl CallError {
+    /// The gRPC code reported in the backend's `Failure`.
+    pub fn code(&self) -> Code {
+        match self {
+            CallError::AttemptTimeout { .. }
+            | CallError::Deadline(_)
+            | CallError::NoSlot { .. } => Code::DeadlineExceeded,
+            CallError::Status(s) => s.code(),
+        }
+    }
+
+    /// Whether another attempt could succeed: the backend was unreachable or refused for now
+    /// (`UNAVAILABLE`), or one attempt ran out of its own time while the call has more.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CallError::AttemptTimeout { .. } => true,
+            CallError::Status(s) => s.code() == Code::Unavailable,
+            CallError::Deadline(_) | CallError::NoSlot { .. } => false,
+        }
+    }
+
+    /// A status from tonic's client. A call that failed below gRPC (no connection, a broken
+    /// one) carries the cause in its source chain, which the message then spells out ("tcp
+    /// connect error: Connection refused"), and which tonic reports as UNKNOWN when the
+    /// connection broke under the call: the gRPC spec calls that UNAVAILABLE, and so do we (so
+    /// it is retried).
+    pub fn from_status(status: Status) -> Self {
+        let Some(source) = std::error::Error::source(&status) else {
+            return CallError::Status(status);
+        };
+        let code = match status.code() {
+            Code::Unknown => Code::Unavailable,
+            code => code,
+        };
+        let mut message = status.message().to_owned();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(e) = next {
+            let part = e.to_string();
+            // tonic's own label says nothing the rest of the chain does not.
+            if part != "transport error" && !message.contains(&part) {
+                if !message.is_empty() {
+                    message.push_str(": ");
+                }
+                message.push_str(&part);
+            }
+            next = e.source();
+        }
+        CallError::Status(Status::new(code, message))
+    }
+}
+
+/// Why retrying stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// `--max-attempts` were made.
+    MaxAttempts(u32),
+    /// The backoff before the next attempt would not leave it time before the deadline.
+    NoTimeLeft { next: u32 },
+    /// The backend's retry budget refused.
+    BudgetSpent,
+}
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stop::MaxAttempts(n) => write!(f, "gave up after {n} attempts (--max-attempts)"),
+            Stop::NoTimeLeft { next } => {
+                write!(f, "no time left for attempt {next} before the deadline")
+            }
+            Stop::BudgetSpent => {
+                f.write_str("not retried: the retry budget is spent (--retry-budget)")
+            }
+        }
+    }
+}
+
+/// A backend call that produced no reply: its last attempt's error, the attempts made, and, when
+/// a retry was possible in principle, why none followed.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub error: CallError,
+    pub attempts: u32,
+    pub stopped: Option<Stop>,
+}
+
+impl Failed {
+    /// The backend's `Failure`: its code, and a message naming the backend, what failed and why
+    /// retrying stopped.
+    pub fn to_failure(&self, backend: &str) -> Failure {
+        let code = self.error.code();
+        let mut message = format!("backend {backend}: {}", self.error);
+        if let Some(why) = self.stopped {
+            message.push_str(&format!("; {why}"));
+        }
+        Failure {
+            code: code as i32,
+            message,
+            code_name: code_name(code).to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_carry_code_name_and_reason() {
+        let failed = Failed {
+            error: CallError::AttemptTimeout {
+                attempt: 2,
+                after: Duration::from_millis(150),
+            },
+            attempts: 2,
+            stopped: Some(Stop::MaxAttempts(2)),
+        };
+        let f = failed.to_failure("beta");
+        assert_eq!((f.code, f.code_name.as_str()), (4, "DEADLINE_EXCEEDED"));
+        assert_eq!(
+            f.message,
+            "backend beta: attempt 2 timed out after 150.0ms; gave up after 2 attempts (--max-attempts)"
+        );
+        assert!(failed.error.retryable());
+        assert!(!CallError::Deadline(Phase::DuringAttempt).retryable());
+        assert!(CallError::Status(Status::unavailable("down")).retryable());
+        assert!(!CallError::Status(Status::internal("bug")).retryable());
+        assert_eq!(
+            CallError::Deadline(Phase::WaitingForSlot).to_string(),
+            "the call's deadline passed while waiting for a concurrency slot"
+        );
+    }
+}

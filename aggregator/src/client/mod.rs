@@ -1,0 +1,190 @@
+//! The aggregator's client for one backend: a tower stack over tonic's generated client, read
+//! top to bottom in [`stack`].
+//!
+//! ```text
+//! Cache          a cached reply answers at once: no attempt, no slot, no retry token
+//!  Retry         tower's Retry with our policy: retryable codes, backoff with jitter that must
+//!                fit the deadline, a per-backend budget
+//!   Attempt      one span per attempt (traceparent goes out under it), counted; no attempt
+//!                starts without time for one
+//!    Limit       per-backend concurrency: the wait for a slot is bounded by the deadline
+//!     Timeout    one attempt's bound: the smaller of its own timeout and what the deadline leaves
+//!      Fetch     tonic's BackendClient over a lazily connected Channel; the bound goes along
+//!                as grpc-timeout
+//! ```
+//!
+//! Everything above [`Fetch`] is generic over the message: a request travels down as a
+//! [`Bounded`] (the message and its call's time bounds) and comes back as an [`Answered`] or a
+//! [`Failed`]. Lift the layers into another tonic service by writing its own `Fetch`.
+//!
+//! Dropping the future of a call drops every layer's future down to tonic's, which resets the
+//! HTTP/2 stream: the backend sees the call cancelled.
+
+pub mod attempt;
+pub mod cache;
+pub mod error;
+pub mod fetch;
+pub mod limit;
+pub mod retry;
+pub mod timeout;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use fanout_proto::v1::{FetchReply, FetchRequest};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::ServiceBuilder;
+use tower::retry::RetryLayer;
+use tower::retry::budget::TpsBudget;
+use tower::util::BoxCloneSyncService;
+
+use self::attempt::AttemptLayer;
+use self::cache::{Cache, CacheLayer};
+use self::error::Failed;
+use self::fetch::Fetch;
+use self::limit::ConcurrencyLimitLayer;
+use self::retry::{Retries, RetryPolicy};
+use self::timeout::AttemptTimeoutLayer;
+
+/// A request on its way down the stack: the message, and the time bounds of the call it
+/// belongs to. Cloned for each attempt (tower's retry needs its requests to clone; tonic's
+/// `http::Request` would not).
+#[derive(Debug, Clone)]
+pub struct Bounded<M> {
+    pub message: M,
+    /// The whole call, retries and waits included, ends by then. Layers that bound one attempt
+    /// narrow it for the layers below them, and the lowest sends what remains as `grpc-timeout`.
+    pub deadline: Instant,
+    /// Bound on one attempt; the deadline may cut an attempt shorter.
+    pub attempt_timeout: Duration,
+    /// Which attempt this is, from 1 (the retry policy counts).
+    pub attempt: u32,
+    /// How long the retry policy waited before this attempt.
+    pub backoff: Duration,
+    /// Whether a reply may come from, and go into, the cache.
+    pub cacheable: bool,
+}
+
+impl<M> Bounded<M> {
+    /// The first attempt of a call of `message` that must end by `deadline`.
+    pub fn new(message: M, deadline: Instant, attempt_timeout: Duration) -> Self {
+        Bounded {
+            message,
+            deadline,
+            attempt_timeout,
+            attempt: 1,
+            backoff: Duration::ZERO,
+            cacheable: false,
+        }
+    }
+
+    /// What is left until the deadline.
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// A reply, and how it was had.
+#[derive(Debug, Clone)]
+pub struct Answered<R> {
+    pub reply: R,
+    /// Attempts made (0 when the reply came from the cache).
+    pub attempts: u32,
+    pub from_cache: bool,
+}
+
+/// The aggregator's cache: `Fetch` replies by backend name and query.
+pub type ReplyCache = Cache<(Arc<str>, String), FetchReply>;
+
+/// What one backend's stack counted since the aggregator started; the `Stats` RPC sums them.
+#[derive(Debug, Default)]
+pub struct StackCounters {
+    /// Attempts made, first tries and retries.
+    pub attempts: AtomicU64,
+    /// Retries made.
+    pub retries: AtomicU64,
+    /// Retries the budget refused.
+    pub retries_throttled: AtomicU64,
+    /// Replies served from the cache.
+    pub cache_hits: AtomicU64,
+}
+
+impl StackCounters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
+/// What one backend's stack needs besides its tonic client; cheap to clone, and shared by every
+/// runtime that calls the backend (the blocking fan-out has a runtime of its own), so that the
+/// slots, the budget and the counts are the backend's, not one runtime's.
+#[derive(Debug, Clone)]
+pub struct StackState {
+    pub name: Arc<str>,
+    pub retry: RetryPolicy,
+    /// This backend's retry budget: a backend that always fails spends its own, not the
+    /// tokens another backend's retries need.
+    pub budget: Arc<TpsBudget>,
+    /// `--backend-concurrency` slots.
+    pub slots: Arc<Semaphore>,
+    pub slot_count: usize,
+    pub counters: Arc<StackCounters>,
+    /// The aggregator's cache (shared by all backends, keyed by backend and query), if on.
+    pub cache: Option<ReplyCache>,
+}
+
+impl StackState {
+    pub fn new(
+        name: &str,
+        retry: RetryPolicy,
+        concurrency: usize,
+        cache: Option<ReplyCache>,
+    ) -> Self {
+        StackState {
+            name: name.into(),
+            budget: Arc::new(retry.budget()),
+            retry,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            slot_count: concurrency,
+            counters: Arc::default(),
+            cache,
+        }
+    }
+}
+
+/// One backend's whole client, type-erased so every backend's is the same type.
+pub type BackendStack = BoxCloneSyncService<Bounded<FetchRequest>, Answered<FetchReply>, Failed>;
+
+/// Builds one backend's stack over `fetch`. The order is the design: see the module docs.
+pub fn stack(state: &StackState, fetch: Fetch) -> BackendStack {
+    let cache = state.cache.clone().map(|cache| {
+        let name = state.name.clone();
+        CacheLayer::new(
+            cache,
+            move |m: &FetchRequest| (name.clone(), m.query.clone()),
+            state.counters.clone(),
+        )
+    });
+    let service = ServiceBuilder::new()
+        // Outermost: a cached reply costs no attempt, no slot and no retry token, and is served
+        // even when the deadline has passed.
+        .option_layer(cache)
+        // Retries wrap everything below, so each attempt waits for its own slot and gets its own
+        // timeout and span; the policy refuses a retry whose backoff the deadline cannot fit.
+        .layer(RetryLayer::new(Retries::new(state)))
+        // Inside the retry, once per attempt: the span, the count, the check that time is left.
+        .layer(AttemptLayer::new(state.counters.clone()))
+        // Above the timeout, so the wait for a slot is not charged to the attempt's own timeout
+        // (a queue is not the backend being slow) but only to the call's deadline.
+        .layer(ConcurrencyLimitLayer::new(
+            state.slots.clone(),
+            state.slot_count,
+        ))
+        // Innermost: the attempt's bound, which the deadline may shorten; it narrows the
+        // deadline the client sends as grpc-timeout.
+        .layer(AttemptTimeoutLayer)
+        .service(fetch);
+    BoxCloneSyncService::new(service)
+}
