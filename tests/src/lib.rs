@@ -3,6 +3,7 @@
 //! clients to them. Servers stop when their handle is dropped.
 #![forbid(unsafe_code)]
 
+pub mod hostile;
 pub mod load;
 pub mod otlp;
 pub mod process;

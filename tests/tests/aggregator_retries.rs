@@ -95,3 +95,68 @@ async fn the_budget_caps_retries_when_a_backend_always_fails() {
     assert!(stats.retries_throttled > 0, "{stats:?}");
     assert_eq!(stats.backend_attempts, seen);
 }
+
+/// Each backend has its own retry budget: in the same calls, a backend that always fails spends
+/// its own tokens, and a flaky one keeps the retries it needs. With one budget for the whole
+/// aggregator, the dead backend's retries would drain it and the flaky one's would be refused.
+#[tokio::test]
+async fn each_backend_spends_its_own_retry_budget() {
+    let down = start_backend(
+        BackendConfig {
+            fail_rate: 1.0,
+            ..backend_config("down", "0ms")
+        },
+        2,
+    );
+    let flaky = start_backend(
+        BackendConfig {
+            fail_rate: 0.5,
+            seed: Some(3),
+            ..backend_config("flaky", "0ms")
+        },
+        2,
+    );
+    // A retry per call (ratio 1) plus a reserve of 10: the dead backend wants two per call, the
+    // flaky one three in four on average.
+    let config = AggregatorConfig {
+        retry: quick_retries(3, 1.0, 1),
+        ..aggregator_config(vec![spec("down", &down), spec("flaky", &flaky)])
+    };
+    let agg = start_aggregator(config, 2);
+    let mut client = aggregator_client(&agg).await;
+    let (mut down_refused, mut flaky_refused, mut flaky_retries) = (0, 0, 0);
+    for i in 0..100 {
+        let reply = client
+            .aggregate(aggregate(&format!("q{i}")))
+            .await
+            .unwrap()
+            .into_inner();
+        for r in &reply.results {
+            let refused = matches!(
+                &r.outcome,
+                Some(fanout_proto::v1::backend_result::Outcome::Failure(f))
+                    if f.message.contains("retry budget is spent")
+            );
+            match r.backend.as_str() {
+                "down" => down_refused += usize::from(refused),
+                _ => {
+                    flaky_refused += usize::from(refused);
+                    flaky_retries += r.attempts.saturating_sub(1);
+                }
+            }
+        }
+    }
+    println!(
+        "down refused a retry in {down_refused} calls; flaky retried {flaky_retries} times, \
+         refused in {flaky_refused} calls"
+    );
+    assert!(
+        down_refused >= 50,
+        "the dead backend was refused only {down_refused} times"
+    );
+    assert!(
+        flaky_retries >= 30,
+        "the flaky backend retried only {flaky_retries} times"
+    );
+    assert_eq!(flaky_refused, 0, "the flaky backend's retries were refused");
+}

@@ -72,20 +72,20 @@ impl CallError {
 
     /// A status from tonic's client. A call that failed below gRPC (no connection, a broken
     /// one) carries the cause in its source chain, which the message then spells out ("tcp
-    /// connect error: Connection refused"), and which tonic reports as UNKNOWN when the
-    /// connection broke under the call: the gRPC spec calls that UNAVAILABLE, and so do we (so
-    /// it is retried).
+    /// connect error: Connection refused"). tonic reports a connection that broke under the call
+    /// as UNKNOWN, or as CANCELLED when it closed before the request left; the gRPC spec calls
+    /// both UNAVAILABLE, and so do we (so they are retried). tonic's own client-side timer
+    /// (`TimeoutExpired`, from the grpc-timeout we send) stays CANCELLED: the attempt timeout
+    /// layer above knows it for what it is.
     pub fn from_status(status: Status) -> Self {
         let Some(source) = std::error::Error::source(&status) else {
             return CallError::Status(status);
         };
-        let code = match status.code() {
-            Code::Unknown => Code::Unavailable,
-            code => code,
-        };
         let mut message = status.message().to_owned();
+        let mut timer = false;
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
         while let Some(e) = next {
+            timer |= e.is::<tonic::TimeoutExpired>();
             let part = e.to_string();
             // tonic's own label says nothing the rest of the chain does not.
             if part != "transport error" && !message.contains(&part) {
@@ -96,6 +96,11 @@ impl CallError {
             }
             next = e.source();
         }
+        let code = match status.code() {
+            Code::Unknown => Code::Unavailable,
+            Code::Cancelled if !timer => Code::Unavailable,
+            code => code,
+        };
         CallError::Status(Status::new(code, message))
     }
 }
