@@ -1,10 +1,11 @@
 //! The aggregator's flags. Each is also read from an environment variable (shown in `--help`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Parser;
-use fanout_proto::cli::{FanoutArg, duration, positive_duration};
+use fanout_proto::cli::{
+    FanoutArg, HumanDuration, duration, human_duration, human_positive_duration,
+};
 use fanout_telemetry::TelemetryArgs;
 
 use crate::Config;
@@ -33,62 +34,62 @@ pub struct Cli {
     pub backends: Vec<BackendSpec>,
 
     /// Bound on one attempt at one backend (a request may ask for less).
-    #[arg(long, env = "AGGREGATOR_ATTEMPT_TIMEOUT", default_value = "1s", value_parser = timeout)]
-    pub attempt_timeout: Duration,
+    #[arg(long, env = "AGGREGATOR_ATTEMPT_TIMEOUT", default_value_t = DEFAULT.attempt_timeout.into(), value_parser = timeout)]
+    pub attempt_timeout: HumanDuration,
 
     /// Bound on a whole call; the request's deadline_ms and the caller's grpc-timeout may make
     /// it shorter. Backends are told what remains.
-    #[arg(long, env = "AGGREGATOR_DEADLINE", default_value = "2s", value_parser = timeout)]
-    pub deadline: Duration,
+    #[arg(long, env = "AGGREGATOR_DEADLINE", default_value_t = DEFAULT.deadline.into(), value_parser = timeout)]
+    pub deadline: HumanDuration,
 
     /// Attempts per backend per call, the first included (1 = never retry). Only UNAVAILABLE
     /// and an attempt's own timeout are retried.
-    #[arg(long, env = "AGGREGATOR_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    #[arg(long, env = "AGGREGATOR_MAX_ATTEMPTS", default_value_t = DEFAULT.retry.max_attempts, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub max_attempts: u32,
 
     /// Backoff before the first retry; doubles each retry, with jitter.
-    #[arg(long, env = "AGGREGATOR_BACKOFF_BASE", default_value = "20ms", value_parser = duration)]
-    pub backoff_base: Duration,
+    #[arg(long, env = "AGGREGATOR_BACKOFF_BASE", default_value_t = DEFAULT.retry.backoff_base.into(), value_parser = human_duration)]
+    pub backoff_base: HumanDuration,
 
     /// The longest backoff.
-    #[arg(long, env = "AGGREGATOR_BACKOFF_CAP", default_value = "500ms", value_parser = duration)]
-    pub backoff_cap: Duration,
+    #[arg(long, env = "AGGREGATOR_BACKOFF_CAP", default_value_t = DEFAULT.retry.backoff_cap.into(), value_parser = human_duration)]
+    pub backoff_cap: HumanDuration,
 
     /// Retries allowed as a fraction of backend calls (0.2 = 20%), so an outage cannot become a
     /// retry storm.
-    #[arg(long, env = "AGGREGATOR_RETRY_BUDGET", default_value_t = 0.2, value_parser = parse_ratio)]
+    #[arg(long, env = "AGGREGATOR_RETRY_BUDGET", default_value_t = DEFAULT.retry.budget_ratio, value_parser = parse_ratio)]
     pub retry_budget: f32,
 
     /// Retries allowed per second on top of the ratio.
-    #[arg(long, env = "AGGREGATOR_RETRY_MIN_PER_SEC", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    #[arg(long, env = "AGGREGATOR_RETRY_MIN_PER_SEC", default_value_t = DEFAULT.retry.budget_min_per_sec, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub retry_min_per_sec: u32,
 
     /// Most calls in flight at one backend; more wait for a slot (the wait counts against the
     /// deadline).
-    #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = DEFAULT.backend_concurrency as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub backend_concurrency: u32,
 
     /// Most aggregate calls in flight; past it, calls are refused at once with
     /// RESOURCE_EXHAUSTED (no queue, so memory stays bounded).
-    #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = DEFAULT.max_in_flight as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_in_flight: u32,
 
     /// How to wait for the backends.
-    #[arg(long, env = "AGGREGATOR_FANOUT", value_enum, default_value_t = FanoutArg::Concurrent)]
+    #[arg(long, env = "AGGREGATOR_FANOUT", value_enum, default_value_t = DEFAULT.fanout.into())]
     pub fanout: FanoutArg,
 
     /// Send an HTTP/2 ping to each backend this often, so a backend that died without closing
     /// its connection (a vanished host, a stopped process) is noticed and reconnected.
-    #[arg(long, env = "AGGREGATOR_KEEPALIVE_INTERVAL", default_value = "5s", value_parser = positive_duration)]
-    pub keepalive_interval: Duration,
+    #[arg(long, env = "AGGREGATOR_KEEPALIVE_INTERVAL", default_value_t = DEFAULT.keepalive_interval.into(), value_parser = human_positive_duration)]
+    pub keepalive_interval: HumanDuration,
 
     /// How long a ping may go unanswered before the connection is dropped.
-    #[arg(long, env = "AGGREGATOR_KEEPALIVE_TIMEOUT", default_value = "5s", value_parser = positive_duration)]
-    pub keepalive_timeout: Duration,
+    #[arg(long, env = "AGGREGATOR_KEEPALIVE_TIMEOUT", default_value_t = DEFAULT.keepalive_timeout.into(), value_parser = human_positive_duration)]
+    pub keepalive_timeout: HumanDuration,
 
     /// Keep each backend's reply to a query this long (`0s` = no cache).
-    #[arg(long, env = "AGGREGATOR_CACHE_TTL", default_value = "0s", value_parser = duration)]
-    pub cache_ttl: Duration,
+    #[arg(long, env = "AGGREGATOR_CACHE_TTL", default_value_t = DEFAULT.cache_ttl.into(), value_parser = human_duration)]
+    pub cache_ttl: HumanDuration,
 
     /// Async runtime worker threads [default: one per CPU core].
     #[arg(long, env = "AGGREGATOR_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -102,12 +103,12 @@ pub struct Cli {
 
     /// On SIGTERM/SIGINT, how long to keep serving with health NOT_SERVING before closing the
     /// listener, so load balancers stop sending calls first.
-    #[arg(long, env = "AGGREGATOR_DRAIN_DELAY", default_value = "0s", value_parser = duration)]
-    pub drain_delay: Duration,
+    #[arg(long, env = "AGGREGATOR_DRAIN_DELAY", default_value_t = DEFAULT.drain_delay.into(), value_parser = human_duration)]
+    pub drain_delay: HumanDuration,
 
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
-    #[arg(long, env = "AGGREGATOR_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
-    pub grace_period: Duration,
+    #[arg(long, env = "AGGREGATOR_GRACE_PERIOD", default_value_t = DEFAULT.grace_period.into(), value_parser = human_duration)]
+    pub grace_period: HumanDuration,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -117,38 +118,41 @@ impl Cli {
     /// The configuration these flags describe, or what is wrong with them together.
     pub fn config(&self) -> Result<Config, String> {
         check_specs(&self.backends)?;
-        if self.backoff_base > self.backoff_cap {
+        if *self.backoff_base > *self.backoff_cap {
             return Err(format!(
-                "--backoff-base {:?} is above --backoff-cap {:?}",
+                "--backoff-base {} is above --backoff-cap {}",
                 self.backoff_base, self.backoff_cap
             ));
         }
         Ok(Config {
             backends: self.backends.clone(),
-            attempt_timeout: self.attempt_timeout,
-            deadline: self.deadline,
+            attempt_timeout: self.attempt_timeout.into(),
+            deadline: self.deadline.into(),
             retry: RetryPolicy {
                 max_attempts: self.max_attempts,
-                backoff_base: self.backoff_base,
-                backoff_cap: self.backoff_cap,
+                backoff_base: self.backoff_base.into(),
+                backoff_cap: self.backoff_cap.into(),
                 budget_ratio: self.retry_budget,
                 budget_min_per_sec: self.retry_min_per_sec,
             },
             backend_concurrency: self.backend_concurrency as usize,
             max_in_flight: self.max_in_flight as usize,
             fanout: self.fanout.into(),
-            keepalive_interval: self.keepalive_interval,
-            keepalive_timeout: self.keepalive_timeout,
-            cache_ttl: self.cache_ttl,
+            keepalive_interval: self.keepalive_interval.into(),
+            keepalive_timeout: self.keepalive_timeout.into(),
+            cache_ttl: self.cache_ttl.into(),
             allow_overrides: self.allow_overrides,
-            drain_delay: self.drain_delay,
-            grace_period: self.grace_period,
+            drain_delay: self.drain_delay.into(),
+            grace_period: self.grace_period.into(),
         })
     }
 }
 
+/// The defaults every flag shows and falls back to.
+static DEFAULT: std::sync::LazyLock<Config> = std::sync::LazyLock::new(Config::default);
+
 /// A timeout or deadline flag: a duration from 5 ms to 10 minutes.
-fn timeout(s: &str) -> Result<Duration, String> {
+fn timeout(s: &str) -> Result<HumanDuration, String> {
     let d = duration(s)?;
     if d < MIN_TIMEOUT || d > MAX_TIMEOUT {
         return Err(format!(
@@ -157,7 +161,7 @@ fn timeout(s: &str) -> Result<Duration, String> {
             MAX_TIMEOUT.as_secs()
         ));
     }
-    Ok(d)
+    Ok(d.into())
 }
 
 fn parse_ratio(s: &str) -> Result<f32, String> {
@@ -182,6 +186,21 @@ mod tests {
     #[test]
     fn defaults_follow_the_brief() {
         let c = parse(&["--backend", "a=http://127.0.0.1:1"]).unwrap();
+        let d = Config::default();
+        assert_eq!(
+            (
+                c.attempt_timeout,
+                c.deadline,
+                c.backend_concurrency,
+                c.max_in_flight
+            ),
+            (
+                d.attempt_timeout,
+                d.deadline,
+                d.backend_concurrency,
+                d.max_in_flight
+            )
+        );
         assert_eq!(c.retry, RetryPolicy::default());
         assert_eq!(c.fanout, fanout_proto::v1::Fanout::Concurrent);
         assert!(!c.allow_overrides && c.cache_ttl.is_zero());

@@ -76,10 +76,20 @@ pub struct Config {
 }
 
 impl Config {
-    /// A config with the defaults of the flags, for these backends.
+    /// The defaults, for these backends.
     pub fn new(backends: Vec<BackendSpec>) -> Self {
         Self {
             backends,
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for Config {
+    /// The defaults of the flags (which `--help` shows from here), with no backends yet.
+    fn default() -> Self {
+        Self {
+            backends: Vec::new(),
             attempt_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(2),
             retry: RetryPolicy::default(),

@@ -2,10 +2,9 @@
 //! compose file or a container can configure it without a command line.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use clap::Parser;
-use fanout_proto::cli::{ModeArg, duration};
+use fanout_proto::cli::{HumanDuration, ModeArg, human_duration};
 use fanout_telemetry::TelemetryArgs;
 
 use crate::latency::LatencySpec;
@@ -21,20 +20,20 @@ pub struct Cli {
     pub listen: SocketAddr,
 
     /// This backend's name: it appears in every reply, and the aggregator calls it by this name.
-    #[arg(long, env = "BACKEND_NAME", default_value = "backend", value_parser = parse_name)]
+    #[arg(long, env = "BACKEND_NAME", default_value_t = Config::default().name, value_parser = parse_name)]
     pub name: String,
 
     /// Latency distribution: `50ms`, `uniform:20ms..80ms`, `lognormal:p50=20ms,p99=200ms`,
     /// or `tail:10ms,p=0.01,1s` (10 ms, but 1% of calls take 1 s). At most 60s.
-    #[arg(long, env = "BACKEND_LATENCY", default_value = "50ms")]
+    #[arg(long, env = "BACKEND_LATENCY", default_value_t = Config::default().latency)]
     pub latency: LatencySpec,
 
     /// Fraction of calls (0 to 1) that fail with UNAVAILABLE after waiting their latency.
-    #[arg(long, env = "BACKEND_FAIL_RATE", default_value_t = 0.0, value_parser = parse_fail_rate)]
+    #[arg(long, env = "BACKEND_FAIL_RATE", default_value_t = Config::default().fail_rate, value_parser = parse_fail_rate)]
     pub fail_rate: f64,
 
     /// How a call waits out its latency.
-    #[arg(long, env = "BACKEND_MODE", value_enum, default_value_t = ModeArg::Async)]
+    #[arg(long, env = "BACKEND_MODE", value_enum, default_value_t = Config::default().mode.into())]
     pub mode: ModeArg,
 
     /// Async runtime worker threads [default: one per CPU core]. With `--mode blocking` this is
@@ -54,12 +53,12 @@ pub struct Cli {
 
     /// On SIGTERM/SIGINT, how long to keep serving with health NOT_SERVING before closing the
     /// listener, so load balancers stop sending calls first.
-    #[arg(long, env = "BACKEND_DRAIN_DELAY", default_value = "0s", value_parser = duration)]
-    pub drain_delay: Duration,
+    #[arg(long, env = "BACKEND_DRAIN_DELAY", default_value_t = Config::default().drain_delay.into(), value_parser = human_duration)]
+    pub drain_delay: HumanDuration,
 
     /// On SIGTERM/SIGINT, how long in-flight calls may take to finish.
-    #[arg(long, env = "BACKEND_GRACE_PERIOD", default_value = "10s", value_parser = duration)]
-    pub grace_period: Duration,
+    #[arg(long, env = "BACKEND_GRACE_PERIOD", default_value_t = Config::default().grace_period.into(), value_parser = human_duration)]
+    pub grace_period: HumanDuration,
 
     #[command(flatten)]
     pub telemetry: TelemetryArgs,
@@ -75,8 +74,8 @@ impl Cli {
             mode: self.mode.into(),
             allow_overrides: self.allow_overrides,
             seed: self.seed,
-            drain_delay: self.drain_delay,
-            grace_period: self.grace_period,
+            drain_delay: self.drain_delay.into(),
+            grace_period: self.grace_period.into(),
         }
     }
 }
@@ -113,6 +112,11 @@ mod tests {
     fn defaults_are_a_safe_local_backend() {
         let cli = Cli::try_parse_from(["backend"]).unwrap();
         assert_eq!(cli.listen.to_string(), "127.0.0.1:50061");
+        let (config, default) = (cli.config(), Config::default());
+        assert_eq!(
+            (config.name, config.latency, config.grace_period),
+            (default.name, default.latency, default.grace_period)
+        );
         assert!(!cli.allow_overrides);
         assert_eq!(cli.config().mode, fanout_proto::v1::Mode::Async);
     }

@@ -7,6 +7,21 @@ use std::time::Duration;
 use crate::v1::{Fanout, Mode};
 use clap::ValueEnum;
 
+/// A duration flag's value: parsed and shown in `--help` as people write it (`200ms`, `2s`), so
+/// a flag's default can come from a `Config::default()` (`default_value_t`) rather than from a
+/// string that could drift from it.
+pub type HumanDuration = humantime::Duration;
+
+/// [`duration`] for a flag of type [`HumanDuration`].
+pub fn human_duration(s: &str) -> Result<HumanDuration, String> {
+    duration(s).map(Into::into)
+}
+
+/// [`positive_duration`] for a flag of type [`HumanDuration`].
+pub fn human_positive_duration(s: &str) -> Result<HumanDuration, String> {
+    positive_duration(s).map(Into::into)
+}
+
 /// Parses a human duration such as `200ms` or `2s` (see `humantime`).
 pub fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s.trim())
@@ -50,6 +65,18 @@ pub enum ModeArg {
     Cpu,
 }
 
+impl From<Mode> for ModeArg {
+    /// `Unspecified` means the default, `async`.
+    fn from(m: Mode) -> ModeArg {
+        match m {
+            Mode::Async | Mode::Unspecified => ModeArg::Async,
+            Mode::Blocking => ModeArg::Blocking,
+            Mode::SpawnBlocking => ModeArg::SpawnBlocking,
+            Mode::Cpu => ModeArg::Cpu,
+        }
+    }
+}
+
 impl From<ModeArg> for Mode {
     fn from(m: ModeArg) -> Mode {
         match m {
@@ -71,6 +98,17 @@ pub enum FanoutArg {
     /// One after another, each waited for by BLOCKING the async worker thread, on purpose: the
     /// "sync HTTP client inside async def" mistake.
     Blocking,
+}
+
+impl From<Fanout> for FanoutArg {
+    /// `Unspecified` means the default, `concurrent`.
+    fn from(f: Fanout) -> FanoutArg {
+        match f {
+            Fanout::Concurrent | Fanout::Unspecified => FanoutArg::Concurrent,
+            Fanout::Sequential => FanoutArg::Sequential,
+            Fanout::Blocking => FanoutArg::Blocking,
+        }
+    }
 }
 
 impl From<FanoutArg> for Fanout {
