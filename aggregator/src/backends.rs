@@ -9,7 +9,7 @@ use tower::ServiceExt;
 
 use crate::Config;
 use crate::client::error::Failed;
-use crate::client::fetch::{self, Fetch, Keepalive};
+use crate::client::fetch::{Fetch, Keepalive};
 use crate::client::{Answered, BackendStack, Bounded, ReplyCache, StackCounters, StackState};
 
 /// The most backends one aggregator calls.
@@ -127,11 +127,12 @@ impl Backend {
     /// buffer task runs there).
     fn new(name: &str, url: &str, state: StackState, keepalive: Keepalive) -> Self {
         // BackendSpec's parser made sure a channel can be made from the URL.
-        let channel = fetch::channel(url, keepalive).expect("a URL BackendSpec checked");
+        let fetch =
+            Fetch::connect(state.name.clone(), url, keepalive).expect("a URL BackendSpec checked");
         Backend {
             name: name.to_owned(),
             url: url.to_owned(),
-            stack: crate::client::stack(&state, Fetch::new(channel)),
+            stack: crate::client::stack(&state, fetch),
             state,
             keepalive,
         }

@@ -78,8 +78,10 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_FANOUT", value_enum, default_value_t = DEFAULT.fanout.into())]
     pub fanout: FanoutArg,
 
-    /// Send an HTTP/2 ping to each backend this often, so a backend that died without closing
-    /// its connection (a vanished host, a stopped process) is noticed and reconnected.
+    /// While calls to a backend are in flight, ping it after this long without a frame from it,
+    /// so a backend that died without closing its connection (a vanished host, a stopped
+    /// process) is noticed and reconnected. Never on an idle connection; a backend that answers
+    /// GOAWAY too_many_pings is pinged half as often from then on (gRFC A8).
     #[arg(long, env = "AGGREGATOR_KEEPALIVE_INTERVAL", default_value_t = DEFAULT.keepalive_interval.into(), value_parser = human_positive_duration)]
     pub keepalive_interval: HumanDuration,
 

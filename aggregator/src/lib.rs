@@ -61,8 +61,9 @@ pub struct Config {
     pub max_in_flight: usize,
     /// The fan-out used unless a request overrides it.
     pub fanout: Fanout,
-    /// HTTP/2 pings to each backend this often; a backend that does not answer one within
-    /// `keepalive_timeout` has its connection dropped and reconnected.
+    /// With calls in flight, an HTTP/2 ping to a backend after this long without a frame from
+    /// it; a backend that does not answer one within `keepalive_timeout` has its connection
+    /// dropped and reconnected.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
     /// How long a backend's reply stays cached; zero turns the cache off.

@@ -4,9 +4,9 @@
 //!
 //! A frame is a 9-byte head (24-bit length, type, flags, 31-bit stream id) and its payload.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,6 +15,12 @@ use tokio::task::JoinHandle;
 const HEADERS: u8 = 0x1;
 const SETTINGS: u8 = 0x4;
 const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const ACK: u8 = 0x1;
+/// GOAWAY's error code for a peer that should calm down.
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+/// What every HTTP/2 client sends first.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const CONTINUATION: u8 = 0x9;
 
 /// One frame, head and payload.
@@ -40,6 +46,10 @@ pub enum Misbehaviour {
     EndlessContinuation,
     /// Answers like an HTTP/1.1 server and hangs up: a backend URL pointing at the wrong thing.
     Http1,
+    /// Answers no call, and the first PING on each connection with GOAWAY `ENHANCE_YOUR_CALM`
+    /// "too_many_pings", as a grpcio server does to a client that pings more often than it
+    /// allows; notes how long into each connection that PING came.
+    PolicesPings,
 }
 
 /// A listener running a [`Misbehaviour`] on every connection; stops when dropped.
@@ -47,6 +57,8 @@ pub struct HostileBackend {
     pub addr: String,
     /// Bytes written to clients so far.
     pub written: Arc<AtomicU64>,
+    /// [`Misbehaviour::PolicesPings`]: per connection, in order, when its first PING came.
+    pub first_pings: Arc<Mutex<Vec<Duration>>>,
     task: JoinHandle<()>,
 }
 
@@ -55,16 +67,22 @@ impl HostileBackend {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address").to_string();
         let written = Arc::new(AtomicU64::new(0));
-        let count = written.clone();
+        let first_pings = Arc::new(Mutex::new(Vec::new()));
+        let (count, pings) = (written.clone(), first_pings.clone());
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             while let Ok((socket, _)) = listener.accept().await {
-                conns.spawn(serve(socket, how, count.clone()));
+                if how == Misbehaviour::PolicesPings {
+                    conns.spawn(police_pings(socket, pings.clone()));
+                } else {
+                    conns.spawn(serve(socket, how, count.clone()));
+                }
             }
         });
         HostileBackend {
             addr,
             written,
+            first_pings,
             task,
         }
     }
@@ -138,6 +156,7 @@ async fn serve(mut socket: TcpStream, how: Misbehaviour, written: Arc<AtomicU64>
                 let _ = tokio::time::timeout(Duration::from_millis(1), socket.read(&mut buf)).await;
             }
         }
+        Misbehaviour::PolicesPings => unreachable!("served by police_pings"),
         Misbehaviour::Http1 => {
             let mut buf = vec![0u8; 4096];
             let _ = socket.read(&mut buf).await;
@@ -146,6 +165,42 @@ async fn serve(mut socket: TcpStream, how: Misbehaviour, written: Arc<AtomicU64>
                 &mut socket,
             )
             .await;
+        }
+    }
+}
+
+/// [`Misbehaviour::PolicesPings`] on one connection.
+async fn police_pings(mut socket: TcpStream, first_pings: Arc<Mutex<Vec<Duration>>>) {
+    let accepted = Instant::now();
+    let mut preface = [0u8; PREFACE.len()];
+    if socket.read_exact(&mut preface).await.is_err() || preface != PREFACE {
+        return;
+    }
+    if socket.write_all(&frame(SETTINGS, 0, 0, &[])).await.is_err() {
+        return;
+    }
+    loop {
+        let mut head = [0u8; 9];
+        if socket.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        if socket.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        let (kind, flags) = (head[3], head[4]);
+        if kind == SETTINGS && flags & ACK == 0 {
+            let _ = socket.write_all(&frame(SETTINGS, ACK, 0, &[])).await;
+        }
+        if kind == PING && flags & ACK == 0 {
+            first_pings.lock().unwrap().push(accepted.elapsed());
+            // Last stream 0: no call on this connection was taken, so the client may retry them.
+            let mut goaway = 0u32.to_be_bytes().to_vec();
+            goaway.extend_from_slice(&ENHANCE_YOUR_CALM.to_be_bytes());
+            goaway.extend_from_slice(b"too_many_pings");
+            let _ = socket.write_all(&frame(GOAWAY, 0, 0, &goaway)).await;
+            return;
         }
     }
 }

@@ -227,3 +227,39 @@ async fn a_gzip_compressing_backend_answers_normally() {
         "the reply went uncompressed"
     );
 }
+
+/// gRFC A8: a client told GOAWAY `too_many_pings` pings half as often from then on. Each of the
+/// backend's connections sees its first PING twice as late as the one before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_backs_off_when_the_backend_says_too_many_pings() {
+    let police = HostileBackend::start(Misbehaviour::PolicesPings).await;
+    let agg = start_aggregator(
+        AggregatorConfig {
+            keepalive_interval: Duration::from_millis(100),
+            attempt_timeout: Duration::from_secs(5),
+            deadline: Duration::from_secs(5),
+            retry: aggregator::RetryPolicy {
+                max_attempts: 5,
+                backoff_base: Duration::from_millis(1),
+                backoff_cap: Duration::from_millis(2),
+                ..Default::default()
+            },
+            ..aggregator_config(vec![format!("police={}", police.url()).parse().unwrap()])
+        },
+        2,
+    );
+    let mut client = aggregator_client(&agg).await;
+    let reply = client.aggregate(aggregate("q")).await.unwrap().into_inner();
+    let pings = police.first_pings.lock().unwrap().clone();
+    println!(
+        "first PING per connection: {pings:?}; {:?}",
+        reply.results[0]
+    );
+    // Each attempt's connection was turned away at its first PING, and the call stayed retryable.
+    assert_eq!(outcome_code(&reply.results[0]), "UNAVAILABLE", "{reply:?}");
+    assert!(pings.len() >= 4, "{pings:?}");
+    for pair in pings.windows(2) {
+        let ratio = pair[1].as_secs_f64() / pair[0].as_secs_f64();
+        assert!((1.6..2.6).contains(&ratio), "{pings:?}");
+    }
+}

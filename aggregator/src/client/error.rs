@@ -73,8 +73,9 @@ impl CallError {
     /// A status from tonic's client. A call that failed below gRPC (no connection, a broken
     /// one) carries the cause in its source chain, which the message then spells out ("tcp
     /// connect error: Connection refused"). tonic reports a connection that broke under the call
-    /// as UNKNOWN, or as CANCELLED when it closed before the request left; the gRPC spec calls
-    /// both UNAVAILABLE, and so do we (so they are retried). tonic's own client-side timer
+    /// as UNKNOWN, or as CANCELLED when it closed before the request left, and a call the server
+    /// turned away with GOAWAY by the GOAWAY's reason; the gRPC spec calls all three UNAVAILABLE,
+    /// and so do we (so they are retried). tonic's own client-side timer
     /// (`TimeoutExpired`, from the grpc-timeout we send) stays CANCELLED: the attempt timeout
     /// layer above knows it for what it is.
     pub fn from_status(status: Status) -> Self {
@@ -82,10 +83,13 @@ impl CallError {
             return CallError::Status(status);
         };
         let mut message = status.message().to_owned();
-        let mut timer = false;
+        let (mut timer, mut goaway) = (false, false);
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
         while let Some(e) = next {
             timer |= e.is::<tonic::TimeoutExpired>();
+            goaway |= e
+                .downcast_ref::<h2::Error>()
+                .is_some_and(|h2| h2.is_go_away() && h2.is_remote());
             let part = e.to_string();
             // tonic's own label says nothing the rest of the chain does not.
             if part != "transport error" && !message.contains(&part) {
@@ -97,6 +101,8 @@ impl CallError {
             next = e.source();
         }
         let code = match status.code() {
+            // h2 fails a stream with the server's GOAWAY only when the server did not take it.
+            _ if goaway => Code::Unavailable,
             Code::Unknown => Code::Unavailable,
             Code::Cancelled if !timer => Code::Unavailable,
             code => code,

@@ -4,11 +4,12 @@
 //! The channel is what the ecosystem expects of a gRPC client: connected lazily (the aggregator
 //! starts while a backend is down) and again after it breaks; a connection attempt bounded to a
 //! second (a quick UNAVAILABLE can be retried); hostnames resolved when connecting (compose
-//! service names); HTTP/2 keepalive pings only while calls are in flight (gRFC A8: never on an
-//! idle connection, which servers such as grpcio answer with GOAWAY `too_many_pings`); streams
-//! opened only within the server's `max_concurrent_streams` (h2 queues the rest); and gzip
-//! replies accepted.
+//! service names); streams opened only within the server's `max_concurrent_streams` (h2 queues
+//! the rest); gzip replies accepted; and keepalive as gRFC A8 asks of a client: HTTP/2 pings only
+//! while calls are in flight, never on an idle connection, and when a server answers them with
+//! GOAWAY `ENHANCE_YOUR_CALM` (grpcio's `too_many_pings`), pings half as often from then on.
 
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,6 +28,9 @@ use super::error::CallError;
 /// quick failure (UNAVAILABLE) can be retried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Keepalive pings never get rarer than this, however often a server asks for calm.
+const MAX_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3600);
+
 /// HTTP/2 keepalive of the backend channels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Keepalive {
@@ -36,31 +40,120 @@ pub struct Keepalive {
     pub timeout: Duration,
 }
 
-/// A channel to `url` (`http://host:port`), not connected until the first call.
-pub fn channel(url: &str, keepalive: Keepalive) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
+/// Calls `Fetch` with the request's message, sending the time left before its deadline as
+/// `grpc-timeout` and the current span's trace context as `traceparent`. Clones share the
+/// backend's channel.
+#[derive(Debug, Clone)]
+pub struct Fetch {
+    channel: Arc<Shared>,
+}
+
+/// The backend's channel, replaced when its keepalive must back off.
+#[derive(Debug)]
+struct Shared {
+    backend: Arc<str>,
+    url: String,
+    current: Mutex<Current>,
+}
+
+#[derive(Debug, Clone)]
+struct Current {
+    client: BackendClient<Channel>,
+    keepalive: Keepalive,
+    /// Counts replacements, so that the calls failing together on one channel replace it once.
+    generation: u64,
+}
+
+impl Fetch {
+    /// A client of the backend at `url` (`http://host:port`), not connected until the first
+    /// call. Must be called within a tokio runtime: the channel's task runs there.
+    pub fn connect(
+        backend: Arc<str>,
+        url: &str,
+        keepalive: Keepalive,
+    ) -> Result<Self, tonic::transport::Error> {
+        let current = Current {
+            client: client(url, keepalive)?,
+            keepalive,
+            generation: 0,
+        };
+        Ok(Fetch {
+            channel: Arc::new(Shared {
+                backend,
+                url: url.to_owned(),
+                current: Mutex::new(current),
+            }),
+        })
+    }
+
+    fn current(&self) -> Current {
+        self.channel
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Shared {
+    /// The backend answered a ping with GOAWAY `ENHANCE_YOUR_CALM`: a new channel that pings
+    /// half as often, unless another call already made one.
+    fn calm_down(&self, seen: u64) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current.generation != seen {
+            return;
+        }
+        let keepalive = Keepalive {
+            interval: (current.keepalive.interval * 2).min(MAX_KEEPALIVE_INTERVAL),
+            ..current.keepalive
+        };
+        match client(&self.url, keepalive) {
+            Ok(client) => {
+                tracing::warn!(
+                    backend = &*self.backend,
+                    interval = ?keepalive.interval,
+                    "the backend sent GOAWAY ENHANCE_YOUR_CALM (too many pings): keepalive pings \
+                     are now half as frequent"
+                );
+                *current = Current {
+                    client,
+                    keepalive,
+                    generation: seen + 1,
+                };
+            }
+            Err(e) => tracing::error!(backend = &*self.backend, "cannot make a new channel: {e}"),
+        }
+    }
+}
+
+/// A generated client over a lazily connected channel to `url`.
+fn client(
+    url: &str,
+    keepalive: Keepalive,
+) -> Result<BackendClient<Channel>, tonic::transport::Error> {
+    let channel = Endpoint::from_shared(url.to_owned())?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(keepalive.interval)
         .keep_alive_timeout(keepalive.timeout)
         // gRFC A8: no pings without calls in flight.
         .keep_alive_while_idle(false)
-        .connect_lazy())
+        .connect_lazy();
+    Ok(BackendClient::new(channel).accept_compressed(CompressionEncoding::Gzip))
 }
 
-/// Calls `Fetch` with the request's message, sending the time left before its deadline as
-/// `grpc-timeout` and the current span's trace context as `traceparent`.
-#[derive(Debug, Clone)]
-pub struct Fetch {
-    client: BackendClient<Channel>,
-}
-
-impl Fetch {
-    pub fn new(channel: Channel) -> Self {
-        Fetch {
-            client: BackendClient::new(channel).accept_compressed(CompressionEncoding::Gzip),
+/// Whether `status` carries a GOAWAY `ENHANCE_YOUR_CALM` the backend sent.
+fn told_to_calm_down(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.is_go_away()
+                && h2.is_remote()
+                && h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
         }
+        next = e.source();
     }
+    false
 }
 
 impl Service<Bounded<FetchRequest>> for Fetch {
@@ -74,19 +167,28 @@ impl Service<Bounded<FetchRequest>> for Fetch {
     }
 
     fn call(&mut self, req: Bounded<FetchRequest>) -> Self::Future {
-        let mut client = self.client.clone();
+        let Current {
+            mut client,
+            generation,
+            ..
+        } = self.current();
         let left = req.left();
         let mut request = tonic::Request::new(req.message);
-        if let Some(headers) =
-            fanout_telemetry::propagation::trace_headers(&tracing::Span::current())
-        {
+        let span = tracing::Span::current();
+        if let Some(headers) = fanout_telemetry::propagation::trace_headers(&span) {
             *request.metadata_mut() = MetadataMap::from_headers(headers);
         }
         request.set_timeout(left);
+        let channel = self.channel.clone();
         async move {
             match client.fetch(request).await {
                 Ok(reply) => Ok(reply.into_inner()),
-                Err(status) => Err(CallError::from_status(status)),
+                Err(status) => {
+                    if told_to_calm_down(&status) {
+                        channel.calm_down(generation);
+                    }
+                    Err(CallError::from_status(status))
+                }
             }
         }
         .boxed()
