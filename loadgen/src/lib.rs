@@ -19,6 +19,7 @@ pub mod cli;
 pub mod compare;
 pub mod conn;
 pub mod deploy;
+pub mod grpc;
 pub mod monitor;
 pub mod report;
 pub mod stats;

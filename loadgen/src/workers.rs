@@ -26,8 +26,8 @@ use tracing::Instrument;
 
 use crate::cli::Rpc;
 use crate::conn::{Conn, Prepared};
+use crate::grpc::decode;
 use crate::stats::Stats;
-use fanout_common::grpc::decode;
 
 /// How much load, for how long.
 #[derive(Debug, Clone)]
