@@ -14,7 +14,7 @@ use crate::deploy::{Deployment, DeploymentSpec};
 use crate::report::{ms, thousands, write_json};
 use crate::theory::{self, Setup};
 use crate::workers::Load;
-use crate::{calls, connect, cores, describe, measure, normalize_url, probe, report};
+use crate::{callers, connect, cores, describe, measure, normalize_url, probe, report};
 use fanout_proto::paths;
 
 /// One configuration's measurement beside its bound.
@@ -323,7 +323,7 @@ async fn measure_row(
     let load_warmup = load.warmup;
     let measured = async {
         let channels = connect(&url, args.load.connections).await?;
-        let calls = calls(
+        let callers = callers(
             Rpc::Aggregate,
             &channels,
             &FetchRequest::default(),
@@ -331,7 +331,7 @@ async fn measure_row(
             load.timeout,
         );
         let label = format!("{} / {}", fanout.cli_name(), mode.cli_name());
-        anyhow::Ok(measure(label, load, calls, stop).await)
+        anyhow::Ok(measure(label, load, callers, stop).await)
     }
     .await;
     if let Some(d) = deployment {

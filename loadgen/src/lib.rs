@@ -42,7 +42,7 @@ use crate::monitor::Monitor;
 use crate::report::{RunReport, StreamReport};
 use crate::stats::Percentiles;
 use crate::theory::Setup;
-use crate::workers::{Call, Load, Outcome, Progress};
+use crate::workers::{Caller, Load, Outcome, Progress};
 use fanout_proto::paths;
 
 /// The number of cores, for the CPU-bound theory.
@@ -122,8 +122,8 @@ pub async fn probe(url: &str, conn: &Conn, rpc: Rpc) -> anyhow::Result<()> {
 
 /// Makes one call of the exact kind the load will make, so a request the target refuses
 /// (overrides not allowed, unknown backend) stops the run with the target's own reason.
-async fn probe_call(call: &Call) -> anyhow::Result<()> {
-    let status = call.once().await.err();
+async fn probe_call(caller: &Caller) -> anyhow::Result<()> {
+    let status = caller.once().await.err();
     match status {
         Some(s)
             if matches!(
@@ -144,18 +144,18 @@ async fn probe_call(call: &Call) -> anyhow::Result<()> {
     }
 }
 
-/// Builds the calls for `rpc`, one per connection; `timeout` is sent as each call's
+/// Builds the callers for `rpc`, one per connection; `timeout` is sent as each call's
 /// `grpc-timeout`.
-pub fn calls(
+pub fn callers(
     rpc: Rpc,
     conns: &[Conn],
     fetch: &FetchRequest,
     aggregate: &AggregateRequest,
     timeout: Option<Duration>,
-) -> Vec<Call> {
+) -> Vec<Caller> {
     conns
         .iter()
-        .map(|conn| Call::new(conn, rpc, fetch, aggregate, timeout))
+        .map(|conn| Caller::new(conn, rpc, fetch, aggregate, timeout))
         .collect()
 }
 
@@ -163,12 +163,12 @@ pub fn calls(
 pub async fn measure(
     label: String,
     load: Load,
-    calls: Vec<Call>,
+    callers: Vec<Caller>,
     stop: watch::Receiver<bool>,
 ) -> Outcome {
     let progress = Arc::new(Progress::default());
     let monitor = Monitor::start(label, progress.clone());
-    let outcome = workers::drive(load, calls, progress, stop).await;
+    let outcome = workers::drive(load, callers, progress, stop).await;
     monitor.finish();
     outcome
 }
@@ -237,11 +237,11 @@ async fn run_against(
         ..Default::default()
     };
     let load = args.load.load(args.duration, args.warmup);
-    let calls = calls(args.rpc, &channels, &fetch, &aggregate, load.timeout);
-    probe_call(&calls[0]).await?;
+    let callers = callers(args.rpc, &channels, &fetch, &aggregate, load.timeout);
+    probe_call(&callers[0]).await?;
 
     let rpc = format!("{:?}", args.rpc).to_lowercase();
-    let outcome = measure(format!("{rpc} → {target}"), load, calls, stop).await;
+    let outcome = measure(format!("{rpc} → {target}"), load, callers, stop).await;
 
     // The theory needs the latency: ours when we deployed, the delay override otherwise.
     let latency = match (overrides, args.delay) {
