@@ -24,28 +24,10 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tonic::Code;
 use tracing::Instrument;
 
-use crate::cli::Rpc;
 use crate::conn::{Conn, Prepared};
 use crate::grpc::decode;
+use crate::model::{Load, Outcome, Progress, Rpc};
 use crate::stats::Stats;
-
-/// How much load, for how long.
-#[derive(Debug, Clone)]
-pub struct Load {
-    /// Worker tasks: callers in a closed loop, the most outstanding calls at a rate.
-    pub concurrency: usize,
-    /// Calls per second (open loop); `None` for a closed loop.
-    pub rate: Option<f64>,
-    /// How long to measure (after the warm-up).
-    pub duration: Option<Duration>,
-    /// How many calls to measure (after the warm-up).
-    pub requests: Option<u64>,
-    /// Calls during this first stretch are made but not measured.
-    pub warmup: Duration,
-    /// Bound on one call (sent as grpc-timeout too). None: calls are bounded only by the end of
-    /// the run, and nothing per call costs a timer.
-    pub timeout: Option<Duration>,
-}
 
 /// What a worker calls with: one connection, and one kind of call (its RPC and request)
 /// encoded once, sent again for every call the worker makes. Cloning shares the connection.
@@ -189,27 +171,22 @@ impl Caller {
     }
 }
 
+/// Callers for `rpc`, one per connection; `timeout` is sent as each call's `grpc-timeout`.
+pub fn callers(
+    rpc: Rpc,
+    conns: &[Conn],
+    fetch: &FetchRequest,
+    aggregate: &AggregateRequest,
+    timeout: Option<Duration>,
+) -> Vec<Caller> {
+    conns
+        .iter()
+        .map(|conn| Caller::new(conn, rpc, fetch, aggregate, timeout))
+        .collect()
+}
+
 /// How long a worker waits after a call failed because its connection is gone.
 const CLOSED_CONNECTION_PAUSE: Duration = Duration::from_millis(100);
-
-/// Live counters for the progress display.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub calls: AtomicU64,
-    pub errors: AtomicU64,
-    /// Set once the warm-up is over.
-    pub measuring: AtomicBool,
-}
-
-/// The result of a run.
-#[derive(Debug)]
-pub struct Outcome {
-    pub stats: Stats,
-    /// The measured window: from the end of the warm-up to the end of the run.
-    pub elapsed: Duration,
-    /// Stopped early by Ctrl-C.
-    pub interrupted: bool,
-}
 
 /// Shared schedule of one run.
 struct Schedule {
