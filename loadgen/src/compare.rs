@@ -302,20 +302,18 @@ pub fn shares_the_machine(bound: &theory::Bound) -> bool {
 /// round the count can be off by half.
 ///
 /// Blocked-worker configurations (measured side by side, so time is cheap for them) get three
-/// rounds of warm-up and ten of window. A blocked runtime also holds finished answers back at
-/// times, so their rate wanders more (sequential/blocking: over 8 s windows 73-100% of its
-/// bound in nine runs, median 88%; over 16 s, 85-100% in five, median 91%). And a concurrent
-/// fan-out over blocked backends starts with every call queued at all three at once: after a
-/// single round of warm-up, calls that two backends have already answered were still
-/// finishing, and the window counted them at up to 105% of the bound.
+/// rounds of warm-up and ten of window: a blocked runtime also holds finished answers back at
+/// times, so their rate wanders more, and a concurrent fan-out over blocked backends starts
+/// with every call queued at all of them at once, so after a single round of warm-up the
+/// window still counts calls the backends had mostly answered before it, above the bound.
 ///
 /// CPU-bound configurations are steady from the first call (the cores are saturated at once):
-/// one round of warm-up and five of window, capped at 2 s and 8 s, measured 97.5-98.4% of their
-/// bound in six runs, as the longer windows did. Not behind a blocking fan-out: its aggregator
-/// workers are as much the limit there (the two bounds are equal by default), its completions
-/// come in bursts, and one run of those short windows read 79.7%.
+/// one round of warm-up and five of window, capped at 2 s and 8 s. Not behind a blocking
+/// fan-out: its aggregator workers are as much the limit there (the two bounds are equal by
+/// default) and its completions come in bursts, so it keeps the longer windows.
 ///
-/// Capped, so a pathological configuration cannot stall the matrix.
+/// Capped, so a pathological configuration cannot stall the matrix. BENCHMARKS.md has the
+/// runs behind these choices.
 pub fn windows(mut load: Load, bound: &theory::Bound, fanout: Fanout) -> Load {
     if load.rate.is_some() || load.requests.is_some() {
         return load;
