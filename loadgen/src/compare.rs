@@ -302,10 +302,10 @@ pub fn shares_the_machine(bound: &theory::Bound) -> bool {
 /// round the count can be off by half.
 ///
 /// Blocked-worker configurations (measured side by side, so time is cheap for them) get three
-/// rounds of warm-up and ten of window: a blocked runtime also holds finished answers back at
-/// times, so their rate wanders more, and a concurrent fan-out over blocked backends starts
-/// with every call queued at all of them at once, so after a single round of warm-up the
-/// window still counts calls the backends had mostly answered before it, above the bound.
+/// rounds of warm-up and ten of window. A blocked runtime also holds finished answers back at
+/// times, so their rate wanders more. And a concurrent fan-out over blocked backends starts
+/// with every call queued at all of them at once: after a single round of warm-up, the window
+/// would still count calls mostly answered before it began, and read above the bound.
 ///
 /// CPU-bound configurations are steady from the first call (the cores are saturated at once):
 /// one round of warm-up and five of window, capped at 2 s and 8 s. Not behind a blocking
