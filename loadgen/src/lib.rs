@@ -14,7 +14,7 @@
 //! - [`monitor`]: the live progress line;
 //! - [`deploy`]: the local deployment started when no `--target` is given.
 //!
-//! [`run`] is one scenario, [`compare`] the matrix.
+//! [`run()`] is one scenario, [`compare()`] the matrix.
 #![forbid(unsafe_code)]
 
 pub mod chart;
