@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
-use crate::compare::{CompareReport, Row};
+use crate::model::{CompareReport, Row};
 
 const BAR: RGBColor = RGBColor(66, 133, 244);
 const THEORY: RGBColor = RGBColor(219, 68, 55);

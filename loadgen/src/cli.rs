@@ -4,9 +4,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use backend::latency::LatencySpec;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 pub use fanout_proto::cli::{FanoutArg, ModeArg};
 use fanout_proto::cli::{duration, positive_duration};
+
+use crate::model::{Load, Rpc};
 
 /// Measures fanout's throughput and latency under blocking and non-blocking configurations,
 /// against the theoretical bound. Without --target it starts a local deployment by itself.
@@ -85,8 +87,8 @@ pub struct LoadArgs {
 impl LoadArgs {
     /// The load these flags describe, measured for `duration` (unless `--requests` is given)
     /// after `warmup`.
-    pub fn load(&self, duration: Duration, warmup: Duration) -> crate::workers::Load {
-        crate::workers::Load {
+    pub fn load(&self, duration: Duration, warmup: Duration) -> Load {
+        Load {
             concurrency: self.concurrency as usize,
             rate: self.rate,
             duration: self.requests.is_none().then_some(duration),
@@ -225,16 +227,6 @@ pub struct CompareArgs {
     /// Where to write the chart (SVG).
     #[arg(long, env = "LOADGEN_CHART", default_value = "out/compare.svg")]
     pub chart: PathBuf,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Rpc {
-    /// fanout.v1.Aggregator/Aggregate: all results at once.
-    Aggregate,
-    /// fanout.v1.Aggregator/AggregateStream: results as they arrive, then a summary.
-    Stream,
-    /// fanout.v1.Backend/Fetch, straight at a backend.
-    Fetch,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

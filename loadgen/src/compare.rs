@@ -5,97 +5,21 @@ use std::time::Duration;
 
 use anyhow::bail;
 use backend::latency::LatencySpec;
+use fanout_proto::paths;
 use fanout_proto::v1::{AggregateReply, AggregateRequest, Fanout, FetchRequest, Mode};
-use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::cli::{CompareArgs, Rpc};
+use crate::cli::CompareArgs;
 use crate::deploy::{Deployment, DeploymentSpec};
-use crate::report::{ms, thousands, write_json};
-use crate::theory::{self, Setup};
-use crate::workers::Load;
-use crate::{calls, connect, cores, describe, measure, normalize_url, probe, report};
-use fanout_proto::paths;
-
-/// One configuration's measurement beside its bound.
-#[derive(Debug, Clone, Serialize)]
-pub struct Row {
-    pub fanout: String,
-    pub backend_mode: String,
-    pub concurrency: u32,
-    /// Calls completed in the measured window, per second of it.
-    pub calls_per_sec: f64,
-    /// Closed loop only, a cross-check: C / mean latency (the interactive response time law).
-    /// It agrees with calls_per_sec in a steady state and is less sensitive to bursts.
-    pub littles_law_calls_per_sec: Option<f64>,
-    pub theory_calls_per_sec: f64,
-    /// calls_per_sec / theory_calls_per_sec.
-    pub efficiency: f64,
-    /// What sets the bound.
-    pub limit: String,
-    pub formula: String,
-    /// One call's time with no queueing (R), in milliseconds.
-    pub call_ms: f64,
-    pub p50_ms: f64,
-    pub p90_ms: f64,
-    pub p99_ms: f64,
-    pub max_ms: f64,
-    pub calls: u64,
-    pub errors: u64,
-    /// Successful calls in which some backend failed or timed out.
-    pub degraded: u64,
-    /// The measured window and the warm-up actually used for this configuration (stretched for
-    /// slow configurations; see [`windows`]).
-    pub duration_s: f64,
-    pub warmup_s: f64,
-}
-
-/// The whole comparison.
-#[derive(Debug, Clone, Serialize)]
-pub struct CompareReport {
-    /// "local" or the target's URL.
-    pub target: String,
-    pub latency: String,
-    pub backends: usize,
-    pub backend_workers: u32,
-    pub aggregator_workers: u32,
-    pub cores: usize,
-    pub concurrency: u32,
-    pub rate: Option<f64>,
-    pub duration_s: f64,
-    pub warmup_s: f64,
-    pub interrupted: bool,
-    pub scenarios: Vec<Row>,
-}
+use crate::model::{CompareReport, Load, Row, Rpc};
+use crate::report::{COMPARE_HEADER, print_row, write_json};
+use crate::run::measure;
+use crate::target::{connect, normalize_url, probe};
+use crate::theory::{self, Setup, cores};
+use crate::workers;
 
 /// The longest deadline a request may ask for (the aggregator's limit), in milliseconds.
 const LONGEST_MS: u32 = fanout_proto::limits::MAX_TIMEOUT.as_millis() as u32;
-
-const HEADER: &str = "fanout      backend mode      calls/s     theory    eff.  limited by            p50       p99   errors degraded";
-
-fn print_row(r: &Row) {
-    println!(
-        "{:<11} {:<15} {:>10} {:>10} {:>6.1}%  {:<18} {:>8} {:>9} {:>8} {:>8}",
-        r.fanout,
-        r.backend_mode,
-        thousands(r.calls_per_sec, 1),
-        thousands(r.theory_calls_per_sec, 1),
-        r.efficiency * 100.0,
-        r.limit,
-        ms(r.p50_ms),
-        ms(r.p99_ms),
-        r.errors,
-        r.degraded
-    );
-    if r.degraded > 0 || r.errors > 0 {
-        println!(
-            "            ^ {} of {} calls had a failed or timed-out backend ({} failed outright): \
-             this row measures the target's deadlines and failures, not the configuration's \
-             capacity (start the aggregator with a longer --deadline and --attempt-timeout)",
-            r.degraded, r.calls, r.errors
-        );
-    }
-}
 
 /// Runs the matrix.
 pub async fn compare(
@@ -167,7 +91,7 @@ pub async fn compare(
             together.len()
         );
     }
-    println!("{HEADER}");
+    println!("{COMPARE_HEADER}");
     let mut measured: Vec<Option<Row>> = vec![None; cells.len()];
     let mut printed = 0;
     let mut print_ready = |measured: &[Option<Row>]| {
@@ -297,7 +221,7 @@ async fn measure_row(
     let (deployment, url) = match target {
         Some(t) => (None, t.to_owned()),
         None => {
-            tracing::debug!("starting {}", describe(&spec));
+            tracing::debug!("starting {}", spec.describe());
             let d = Deployment::start(&spec).await?;
             let url = d.target();
             (Some(d), url)
@@ -322,16 +246,16 @@ async fn measure_row(
     };
     let load_warmup = load.warmup;
     let measured = async {
-        let channels = connect(&url, args.load.connections).await?;
-        let calls = calls(
+        let conns = connect(&url, args.load.connections).await?;
+        let callers = workers::callers(
             Rpc::Aggregate,
-            &channels,
+            &conns,
             &FetchRequest::default(),
             &aggregate,
             load.timeout,
         );
         let label = format!("{} / {}", fanout.cli_name(), mode.cli_name());
-        anyhow::Ok(measure(label, load, calls, stop).await)
+        anyhow::Ok(measure(label, load, callers, stop).await)
     }
     .await;
     if let Some(d) = deployment {
@@ -339,7 +263,7 @@ async fn measure_row(
     }
     let outcome = measured?;
     let p = outcome.stats.percentiles();
-    let calls_per_sec = report::rate(&outcome);
+    let calls_per_sec = outcome.calls_per_sec();
     Ok(Row {
         fanout: fanout.cli_name().into(),
         backend_mode: mode.cli_name().into(),
@@ -379,19 +303,17 @@ pub fn shares_the_machine(bound: &theory::Bound) -> bool {
 ///
 /// Blocked-worker configurations (measured side by side, so time is cheap for them) get three
 /// rounds of warm-up and ten of window. A blocked runtime also holds finished answers back at
-/// times, so their rate wanders more (sequential/blocking: over 8 s windows 73-100% of its
-/// bound in nine runs, median 88%; over 16 s, 85-100% in five, median 91%). And a concurrent
-/// fan-out over blocked backends starts with every call queued at all three at once: after a
-/// single round of warm-up, calls that two backends have already answered were still
-/// finishing, and the window counted them at up to 105% of the bound.
+/// times, so their rate wanders more. And a concurrent fan-out over blocked backends starts
+/// with every call queued at all of them at once: after a single round of warm-up, the window
+/// would still count calls mostly answered before it began, and read above the bound.
 ///
 /// CPU-bound configurations are steady from the first call (the cores are saturated at once):
-/// one round of warm-up and five of window, capped at 2 s and 8 s, measured 97.5-98.4% of their
-/// bound in six runs, as the longer windows did. Not behind a blocking fan-out: its aggregator
-/// workers are as much the limit there (the two bounds are equal by default), its completions
-/// come in bursts, and one run of those short windows read 79.7%.
+/// one round of warm-up and five of window, capped at 2 s and 8 s. Not behind a blocking
+/// fan-out: its aggregator workers are as much the limit there (the two bounds are equal by
+/// default) and its completions come in bursts, so it keeps the longer windows.
 ///
-/// Capped, so a pathological configuration cannot stall the matrix.
+/// Capped, so a pathological configuration cannot stall the matrix. BENCHMARKS.md has the
+/// runs behind these choices.
 pub fn windows(mut load: Load, bound: &theory::Bound, fanout: Fanout) -> Load {
     if load.rate.is_some() || load.requests.is_some() {
         return load;

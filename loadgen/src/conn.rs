@@ -1,36 +1,41 @@
-//! The loadgen's HTTP/2 connections and the gRPC calls it makes over them, on the workspace's
-//! own HTTP/2 client (`fanout_common::http2`, shared with the aggregator).
+//! The loadgen's HTTP/2 connections, on the `h2` crate used directly (the HTTP/2
+//! implementation under hyper and tonic), and the gRPC calls it makes over them.
 //!
-//! The loadgen shares the machine with the servers it measures, so every microsecond of CPU it
-//! spends per call is taken from them. What this does about it, measured with
-//! `scripts/bench-raw.sh` and `perf`/`strace` (BENCHMARKS.md §3):
+//! Why not tonic's generated clients: the loadgen shares the machine with the servers it
+//! measures, so every microsecond of CPU it spends per call is taken from them. Two things
+//! cost most, measured with `scripts/bench-raw.sh` and `perf`/`strace` (BENCHMARKS.md §3):
 //!
-//! 1. **One write per batch of calls.** With each caller a task of its own and the connection
-//!    another, a caller that sends a request wakes the connection task, which runs next
-//!    (tokio's LIFO slot) and writes that one request. Here the callers of a connection run
-//!    *on the connection's task* ([`Conn::beside`]): the answers one socket read brings wake
-//!    their callers, each starts its next call, and only then does the connection write them
-//!    all, in one `write`, as h2load does.
-//! 2. **Little per call.** A request is encoded once per caller ([`Prepared`]) and sent as one
-//!    DATA frame; its headers go as HPACK table indexes after the first call; an answer is read
-//!    for its `:status` and `grpc-status` and its message, no more (`fanout_common::http2`).
+//! 1. **One write per call.** With each caller a task of its own and the connection another,
+//!    a caller that sends a request wakes the connection task, which runs next (tokio's LIFO
+//!    slot) and writes that one request. Here the callers of a connection run *on the
+//!    connection's task* ([`Conn::beside`]): the answers one socket read brings wake their
+//!    callers, each starts its next call, and only then does `h2` write them all, in one
+//!    write, as h2load does.
+//! 2. **Layers per call.** tonic's client adds a buffer task, a request encoder and decoder
+//!    stream, and hyper a dispatch channel and a task for the request body. Here a request is
+//!    encoded once per caller ([`Prepared`]) and sent as one DATA frame, and an answer is cut
+//!    into messages straight off the `h2` stream ([`crate::grpc`]).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fanout_common::grpc;
-use fanout_common::http2::{self, Client, Driver, Request};
 use fanout_telemetry::propagation;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use http::HeaderMap;
-use http::Uri;
-use http::uri::Scheme;
+use h2::client::{Connection, SendRequest};
+use http::header::{CONTENT_TYPE, HeaderValue, TE};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Uri};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::Status;
+
+use crate::grpc;
 
 /// Why a connection could not be opened.
 pub type ConnectError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,8 +54,32 @@ enum Order {
 /// One HTTP/2 connection; clones share it.
 #[derive(Debug, Clone)]
 pub struct Conn {
-    client: Client,
+    send: SendRequest<Bytes>,
+    /// Sent as every request's `:authority`.
+    authority: Authority,
     tasks: mpsc::UnboundedSender<Order>,
+    /// Set when the connection has ended or is closing (a GOAWAY, or a broken socket): calls
+    /// over it fail at once from then on.
+    closed: Arc<AtomicBool>,
+}
+
+/// How the loadgen's HTTP/2 connections are set up.
+fn builder() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    builder
+        // Answers are taken off the connection as they arrive and their window given back
+        // at once, so large windows hold no more in memory; they spare the server waits for
+        // WINDOW_UPDATEs on large answers (an aggregate of many backends' payloads).
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        // Until the server's SETTINGS arrive, `h2` assumes it takes any number of streams, so
+        // a run starting a hundred callers on one connection would flood a server allowing
+        // fewer (grpcio resets the streams beyond its limit). Open at most 100 until then, the
+        // least RFC 9113 asks servers to allow (and hyper's default); more wait in `h2`.
+        .initial_max_send_streams(100)
+        // The loadgen takes no pushes.
+        .enable_push(false);
+    builder
 }
 
 impl Conn {
@@ -60,12 +89,32 @@ impl Conn {
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err("only http:// (plaintext HTTP/2) is supported".into());
         }
-        let authority = uri.authority().ok_or("the URL has no host")?;
-        let stream = http2::connect(authority, 80, limit).await?;
-        let (client, driver) = http2::handshake(stream, authority.as_str());
+        let authority = uri.authority().ok_or("the URL has no host")?.clone();
+        // `[::1]` is a URL's way to write an IPv6 address; the socket wants it bare.
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(limit, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| format!("no connection within {limit:?}"))??;
+        // Requests are small and each batch is one write: don't let Nagle hold them back.
+        stream.set_nodelay(true)?;
+        // The handshake writes the preface and our SETTINGS; the server's come later.
+        let (send, connection) =
+            tokio::time::timeout(limit, builder().handshake::<_, Bytes>(stream))
+                .await
+                .map_err(|_| format!("no HTTP/2 handshake within {limit:?}"))??;
         let (tasks, inbox) = mpsc::unbounded_channel();
-        tokio::spawn(drive(driver, inbox));
-        Ok(Conn { client, tasks })
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(drive(connection, inbox, closed.clone()));
+        Ok(Conn {
+            send,
+            authority,
+            tasks,
+            closed,
+        })
     }
 
     /// Runs `task` on this connection's task, beside the connection's own reading and writing.
@@ -76,7 +125,7 @@ impl Conn {
 
     /// Whether the connection has ended or is closing; calls over it fail at once from then on.
     pub fn is_closed(&self) -> bool {
-        self.client.is_closed()
+        self.closed.load(Relaxed)
     }
 
     /// Drops everything given to [`Conn::beside`] so far, at the task's next turn.
@@ -86,26 +135,67 @@ impl Conn {
 
     /// Sends `call` and reads its one answer.
     pub async fn unary(&self, call: &Prepared, span: &tracing::Span) -> Result<Bytes, Status> {
-        let metadata = propagation::trace_headers(span);
-        grpc::unary(&self.client, &call.request(metadata.as_ref()), &call.body).await
+        let mut answer = None;
+        self.server_stream(call, span, |message| {
+            if answer.is_some() {
+                return Err(Status::internal(
+                    "a unary call was answered with two messages",
+                ));
+            }
+            answer = Some(message);
+            Ok(())
+        })
+        .await?;
+        answer.ok_or_else(|| Status::internal("a unary call was answered with no message"))
     }
 
     /// Sends `call` and hands each message of the answer to `each` as it arrives; ends with the
-    /// call's status.
+    /// call's status. Dropping the future resets the stream (the server sees the call
+    /// cancelled).
     pub async fn server_stream(
         &self,
         call: &Prepared,
         span: &tracing::Span,
-        each: impl FnMut(Bytes) -> Result<(), Status>,
+        mut each: impl FnMut(Bytes) -> Result<(), Status>,
     ) -> Result<(), Status> {
-        let metadata = propagation::trace_headers(span);
-        grpc::call(
-            &self.client,
-            &call.request(metadata.as_ref()),
-            &call.body,
-            each,
-        )
-        .await
+        // A handle of its own per call: `h2` lets each handle have one request waiting for a
+        // stream, and many calls share this connection.
+        let mut send = self.send.clone();
+        std::future::poll_fn(|cx| send.poll_ready(cx))
+            .await
+            .map_err(|e| self.failed(e))?;
+        let request = call.request(&self.authority, span);
+        let (response, mut body) = send
+            .send_request(request, false)
+            .map_err(|e| self.failed(e))?;
+        body.send_data(call.body.clone(), true)
+            .map_err(|e| self.failed(e))?;
+        let (head, mut stream) = response.await.map_err(|e| self.failed(e))?.into_parts();
+        if head.status != http::StatusCode::OK {
+            return Err(grpc::http_status(head.status));
+        }
+        // Trailers-only: the status came in the headers.
+        if let Some(status) = grpc::status(&head.headers) {
+            return status;
+        }
+        let mut messages = grpc::Messages::default();
+        while let Some(data) = stream.data().await {
+            let data = data.map_err(|e| self.failed(e))?;
+            // Read, so the window can open again at once.
+            let _ = stream.flow_control().release_capacity(data.len());
+            messages.push(data);
+            while let Some(message) = messages.next_message()? {
+                each(message)?;
+            }
+        }
+        if !messages.is_empty() {
+            return Err(Status::internal("the answer ended inside a message"));
+        }
+        match stream.trailers().await.map_err(|e| self.failed(e))? {
+            Some(trailers) => grpc::status(&trailers)
+                .unwrap_or_else(|| Err(Status::internal("the answer ended without a grpc-status"))),
+            None => Err(Status::internal("the answer ended without trailers")),
+        }
     }
 
     /// One call of `path` with `message`, its answer decoded: for the few calls the loadgen
@@ -128,36 +218,64 @@ impl Conn {
             })??;
         grpc::decode(answer)
     }
+
+    /// The status of a call that `e` ended; notes a connection that is closing.
+    fn failed(&self, e: h2::Error) -> Status {
+        if grpc::ends_connection(&e) {
+            self.closed.store(true, Relaxed);
+        }
+        grpc::h2_status(e)
+    }
 }
 
-/// A request encoded once: its method, `grpc-timeout` and framed message.
+/// A request encoded once: its method, headers (`grpc-timeout` among them) and framed message.
 #[derive(Debug, Clone)]
 pub struct Prepared {
-    path: &'static str,
-    timeout: Option<Duration>,
+    path: PathAndQuery,
+    headers: HeaderMap,
     body: Bytes,
 }
 
 impl Prepared {
-    /// A call of `path` with `message`, encoded once, ready to be sent many times.
+    /// A call of `path` with `message`, encoded once, ready to be sent many times; `timeout` is
+    /// sent as its `grpc-timeout`.
     pub fn new(
         path: &'static str,
         message: &impl prost::Message,
         timeout: Option<Duration>,
     ) -> Self {
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        if let Some(t) = timeout {
+            let value = fanout_server::deadline::format(t);
+            headers.insert(
+                "grpc-timeout",
+                HeaderValue::from_str(&value).expect("digits and a unit"),
+            );
+        }
         Prepared {
-            path,
-            timeout,
+            path: PathAndQuery::from_static(path),
+            headers,
             body: grpc::frame(message),
         }
     }
 
-    fn request<'a>(&self, metadata: Option<&'a HeaderMap>) -> Request<'a> {
-        Request {
-            path: self.path,
-            timeout: self.timeout,
-            metadata,
+    /// The request's head for the server at `authority`, with `span`'s trace context when it
+    /// is recorded.
+    fn request(&self, authority: &Authority, span: &tracing::Span) -> Request<()> {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+        uri.path_and_query = Some(self.path.clone());
+        let mut request = Request::new(());
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = Uri::from_parts(uri).expect("a scheme, an authority and a path");
+        *request.headers_mut() = self.headers.clone();
+        if let Some(trace) = propagation::trace_headers(span) {
+            request.headers_mut().extend(trace);
         }
+        request
     }
 }
 
@@ -165,7 +283,11 @@ impl Prepared {
 ///
 /// Each turn runs the tasks that were woken first and the connection last, so whatever
 /// requests the tasks started in this turn leave in one write.
-async fn drive(mut connection: Driver, mut inbox: mpsc::UnboundedReceiver<Order>) {
+async fn drive(
+    mut connection: Connection<TcpStream, Bytes>,
+    mut inbox: mpsc::UnboundedReceiver<Order>,
+    closed: Arc<AtomicBool>,
+) {
     let mut tasks = FuturesUnordered::new();
     let mut inbox_open = true;
     let mut connected = true;
@@ -183,6 +305,7 @@ async fn drive(mut connection: Driver, mut inbox: mpsc::UnboundedReceiver<Order>
             // Closed or broken: its streams have been told, and the tasks see that as
             // errors of their calls.
             connected = false;
+            closed.store(true, Relaxed);
             while let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {}
         }
         if !connected && !inbox_open && tasks.is_empty() {

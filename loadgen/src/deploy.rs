@@ -23,6 +23,27 @@ pub struct DeploymentSpec {
     pub aggregator_workers: usize,
 }
 
+impl DeploymentSpec {
+    /// One line about the deployment, for the user.
+    pub fn describe(&self) -> String {
+        let backends = format!(
+            "{} backend(s) (latency {}, --mode {}, {} workers)",
+            self.backends,
+            self.latency,
+            self.mode.cli_name(),
+            self.backend_workers
+        );
+        match self.fanout {
+            Some(f) => format!(
+                "{backends} behind an aggregator (--fanout {}, {} workers) on 127.0.0.1",
+                f.cli_name(),
+                self.aggregator_workers
+            ),
+            None => format!("{backends} on 127.0.0.1"),
+        }
+    }
+}
+
 /// Running servers; [`Deployment::stop`] shuts them down.
 #[derive(Debug)]
 pub struct Deployment {

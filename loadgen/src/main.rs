@@ -36,7 +36,7 @@ fn main() -> anyhow::Result<()> {
             Command::Run(args) => {
                 let json = args.json.clone();
                 let report = loadgen::run(args, stop).await?;
-                report.print();
+                loadgen::report::print_run(&report);
                 if let Some(path) = json {
                     loadgen::report::write_json(&path, &report)?;
                     println!("wrote {}", path.display());
@@ -46,7 +46,7 @@ fn main() -> anyhow::Result<()> {
                 loadgen::compare(args, stop).await?;
             }
             Command::Health(args) => {
-                let url = loadgen::normalize_url(&args.url);
+                let url = loadgen::target::normalize_url(&args.url);
                 match loadgen::deploy::health(&url, &args.service, args.timeout).await {
                     Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => {
                         println!("SERVING");

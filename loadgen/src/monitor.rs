@@ -8,7 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio::task::JoinHandle;
 
-use crate::workers::Progress;
+use crate::model::Progress;
 
 /// A running progress display; [`Monitor::finish`] clears it.
 pub struct Monitor {

@@ -7,46 +7,8 @@ use anyhow::Context;
 use serde::Serialize;
 use tonic::Code;
 
-use crate::stats::{Percentiles, Stats};
-use crate::theory::Bound;
-use crate::workers::Outcome;
-
-/// The report of one `loadgen run`; `calls_per_sec` and the percentiles at the top level.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunReport {
-    pub target: String,
-    pub rpc: String,
-    /// "closed" (callers) or "rate" (open loop).
-    pub load: &'static str,
-    pub concurrency: u32,
-    pub rate: Option<f64>,
-    pub connections: u32,
-    /// Length of the measured window, in seconds.
-    pub duration_s: f64,
-    pub warmup_s: f64,
-    pub interrupted: bool,
-    pub calls: u64,
-    pub errors: u64,
-    /// Successful aggregate calls in which at least one backend failed or timed out.
-    pub degraded: u64,
-    pub calls_per_sec: f64,
-    #[serde(flatten)]
-    pub latency: Percentiles,
-    pub status_counts: BTreeMap<String, u64>,
-    /// Streams only.
-    pub stream: Option<StreamReport>,
-    pub theory: Option<Bound>,
-    /// calls_per_sec / theory.calls_per_sec.
-    pub efficiency: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StreamReport {
-    /// Time to the first result event.
-    pub first_result: Percentiles,
-    pub results: u64,
-    pub results_per_sec: f64,
-}
+use crate::model::{Row, RunReport};
+use crate::stats::Stats;
 
 /// Status counts by code name, only the codes seen.
 pub fn status_counts(stats: &Stats) -> BTreeMap<String, u64> {
@@ -62,16 +24,6 @@ pub fn status_counts(stats: &Stats) -> BTreeMap<String, u64> {
             )
         })
         .collect()
-}
-
-/// Calls per second over the measured window.
-pub fn rate(outcome: &Outcome) -> f64 {
-    let secs = outcome.elapsed.as_secs_f64();
-    if secs > 0.0 {
-        outcome.stats.calls() as f64 / secs
-    } else {
-        0.0
-    }
 }
 
 /// `12,345.6`-style numbers for tables.
@@ -104,69 +56,96 @@ pub fn ms(x: f64) -> String {
     }
 }
 
-impl RunReport {
-    /// The readable table.
-    pub fn print(&self) {
-        let p = &self.latency;
-        let load = match self.rate {
-            Some(r) => format!(
-                "open loop at {} calls/s, at most {} outstanding",
-                thousands(r, 0),
-                self.concurrency
-            ),
-            None => format!("closed loop, {} callers", self.concurrency),
-        };
-        println!("target    {} ({})", self.target, self.rpc);
-        println!(
-            "load      {load} over {} connection(s); {:.2}s measured after {:.1}s warm-up{}",
-            self.connections,
-            self.duration_s,
-            self.warmup_s,
-            if self.interrupted {
-                " (interrupted)"
-            } else {
-                ""
-            }
-        );
-        println!(
-            "calls     {} = {} calls/s; errors {}; degraded {}",
-            thousands(self.calls as f64, 0),
-            thousands(self.calls_per_sec, 1),
-            self.errors,
-            self.degraded
-        );
-        println!(
-            "latency   p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
-            ms(p.p50_ms),
-            ms(p.p90_ms),
-            ms(p.p99_ms),
-            ms(p.p999_ms),
-            ms(p.p9999_ms),
-            ms(p.max_ms)
-        );
-        let status: Vec<String> = self
-            .status_counts
-            .iter()
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        println!("status    {}", status.join(", "));
-        if let Some(s) = &self.stream {
-            println!(
-                "stream    first result p50 {}, p99 {}; {} results/s",
-                ms(s.first_result.p50_ms),
-                ms(s.first_result.p99_ms),
-                thousands(s.results_per_sec, 1)
-            );
+/// One run's readable table, on stdout.
+pub fn print_run(report: &RunReport) {
+    let p = &report.latency;
+    let load = match report.rate {
+        Some(r) => format!(
+            "open loop at {} calls/s, at most {} outstanding",
+            thousands(r, 0),
+            report.concurrency
+        ),
+        None => format!("closed loop, {} callers", report.concurrency),
+    };
+    println!("target    {} ({})", report.target, report.rpc);
+    println!(
+        "load      {load} over {} connection(s); {:.2}s measured after {:.1}s warm-up{}",
+        report.connections,
+        report.duration_s,
+        report.warmup_s,
+        if report.interrupted {
+            " (interrupted)"
+        } else {
+            ""
         }
-        if let (Some(t), Some(e)) = (&self.theory, self.efficiency) {
-            println!(
-                "theory    {} calls/s, limited by {} ({}): measured {:.1}% of it",
-                thousands(t.calls_per_sec, 1),
-                t.limit,
-                t.formula,
-                e * 100.0
-            );
-        }
+    );
+    println!(
+        "calls     {} = {} calls/s; errors {}; degraded {}",
+        thousands(report.calls as f64, 0),
+        thousands(report.calls_per_sec, 1),
+        report.errors,
+        report.degraded
+    );
+    println!(
+        "latency   p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
+        ms(p.p50_ms),
+        ms(p.p90_ms),
+        ms(p.p99_ms),
+        ms(p.p999_ms),
+        ms(p.p9999_ms),
+        ms(p.max_ms)
+    );
+    let status: Vec<String> = report
+        .status_counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    println!("status    {}", status.join(", "));
+    if let Some(s) = &report.stream {
+        println!(
+            "stream    first result p50 {}, p99 {}; {} results/s",
+            ms(s.first_result.p50_ms),
+            ms(s.first_result.p99_ms),
+            thousands(s.results_per_sec, 1)
+        );
+    }
+    if let (Some(t), Some(e)) = (&report.theory, report.efficiency) {
+        println!(
+            "theory    {} calls/s, limited by {} ({}): measured {:.1}% of it",
+            thousands(t.calls_per_sec, 1),
+            t.limit,
+            t.formula,
+            e * 100.0
+        );
+    }
+}
+
+/// The head of `compare`'s table.
+pub const COMPARE_HEADER: &str = "fanout      backend mode      calls/s     theory    eff.  limited by            p50       p99   errors degraded";
+
+/// One row of `compare`'s table, on stdout, and why it measures the target's failures when
+/// it does.
+pub fn print_row(r: &Row) {
+    println!(
+        "{:<11} {:<15} {:>10} {:>10} {:>6.1}%  {:<18} {:>8} {:>9} {:>8} {:>8}",
+        r.fanout,
+        r.backend_mode,
+        thousands(r.calls_per_sec, 1),
+        thousands(r.theory_calls_per_sec, 1),
+        r.efficiency * 100.0,
+        r.limit,
+        ms(r.p50_ms),
+        ms(r.p99_ms),
+        r.errors,
+        r.degraded
+    );
+    if r.degraded > 0 || r.errors > 0 {
+        println!(
+            "            ^ {} of {} calls had a failed or timed-out backend ({} failed outright): \
+             this row measures the target's deadlines and failures, not the configuration's \
+             capacity (start the aggregator with a longer --deadline and --attempt-timeout)",
+            r.degraded, r.calls, r.errors
+        );
     }
 }
 

@@ -55,6 +55,11 @@ pub struct Bound {
     pub call_ms: f64,
 }
 
+/// The machine's cores: K in the bound of CPU-bound configurations.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The expected maximum of `n` draws from `spec`, estimated by sampling (seeded).
 pub fn expected_max(spec: &LatencySpec, n: usize) -> Duration {
     if let LatencySpec::Fixed(d) = spec {

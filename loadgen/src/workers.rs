@@ -24,32 +24,18 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tonic::Code;
 use tracing::Instrument;
 
-use crate::cli::Rpc;
 use crate::conn::{Conn, Prepared};
+use crate::grpc::decode;
+use crate::model::{Load, Outcome, Progress, Rpc};
 use crate::stats::Stats;
-use fanout_common::grpc::decode;
 
-/// How much load, for how long.
+/// What a worker calls with: one connection, and one kind of call (its RPC and request)
+/// encoded once, sent again for every call the worker makes. Cloning shares the connection.
+///
+/// Not `Call`: that names one call, and the aggregator's `call` module is one backend call
+/// with its retries; a `Caller` is what makes the calls, many of them.
 #[derive(Debug, Clone)]
-pub struct Load {
-    /// Worker tasks: callers in a closed loop, the most outstanding calls at a rate.
-    pub concurrency: usize,
-    /// Calls per second (open loop); `None` for a closed loop.
-    pub rate: Option<f64>,
-    /// How long to measure (after the warm-up).
-    pub duration: Option<Duration>,
-    /// How many calls to measure (after the warm-up).
-    pub requests: Option<u64>,
-    /// Calls during this first stretch are made but not measured.
-    pub warmup: Duration,
-    /// Bound on one call (sent as grpc-timeout too). None: calls are bounded only by the end of
-    /// the run, and nothing per call costs a timer.
-    pub timeout: Option<Duration>,
-}
-
-/// One kind of call, encoded once and ready to send (cloning shares the connection).
-#[derive(Debug, Clone)]
-pub struct Call {
+pub struct Caller {
     conn: Conn,
     rpc: Rpc,
     request: Prepared,
@@ -74,9 +60,9 @@ impl Done {
     }
 }
 
-impl Call {
-    /// A call of `rpc` over `conn`: `fetch` for a `Fetch`, `aggregate` for the other two;
-    /// `timeout` is sent as the call's `grpc-timeout`.
+impl Caller {
+    /// Calls of `rpc` over `conn`: `fetch` for a `Fetch`, `aggregate` for the other two;
+    /// `timeout` is sent as each call's `grpc-timeout`.
     pub fn new(
         conn: &Conn,
         rpc: Rpc,
@@ -89,14 +75,14 @@ impl Call {
             Rpc::Aggregate => Prepared::new(paths::AGGREGATE, aggregate, timeout),
             Rpc::Stream => Prepared::new(paths::AGGREGATE_STREAM, aggregate, timeout),
         };
-        Call {
+        Caller {
             conn: conn.clone(),
             rpc,
             request,
         }
     }
 
-    /// The connection this call goes over.
+    /// The connection its calls go over.
     pub fn conn(&self) -> &Conn {
         &self.conn
     }
@@ -185,27 +171,22 @@ impl Call {
     }
 }
 
+/// Callers for `rpc`, one per connection; `timeout` is sent as each call's `grpc-timeout`.
+pub fn callers(
+    rpc: Rpc,
+    conns: &[Conn],
+    fetch: &FetchRequest,
+    aggregate: &AggregateRequest,
+    timeout: Option<Duration>,
+) -> Vec<Caller> {
+    conns
+        .iter()
+        .map(|conn| Caller::new(conn, rpc, fetch, aggregate, timeout))
+        .collect()
+}
+
 /// How long a worker waits after a call failed because its connection is gone.
 const CLOSED_CONNECTION_PAUSE: Duration = Duration::from_millis(100);
-
-/// Live counters for the progress display.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub calls: AtomicU64,
-    pub errors: AtomicU64,
-    /// Set once the warm-up is over.
-    pub measuring: AtomicBool,
-}
-
-/// The result of a run.
-#[derive(Debug)]
-pub struct Outcome {
-    pub stats: Stats,
-    /// The measured window: from the end of the warm-up to the end of the run.
-    pub elapsed: Duration,
-    /// Stopped early by Ctrl-C.
-    pub interrupted: bool,
-}
 
 /// Shared schedule of one run.
 struct Schedule {
@@ -230,7 +211,7 @@ struct Measured {
     last: Option<Instant>,
 }
 
-/// Runs `load` with the workers spread over `calls` (one per connection) until the duration
+/// Runs `load` with the workers spread over `callers` (one per connection) until the duration
 /// or the request count is reached, or `stop` turns true.
 ///
 /// The hot path is one call and one uncontended lock: no timer or select per call. The driver
@@ -238,7 +219,7 @@ struct Measured {
 /// still in flight, exactly as a per-call select would, but cheaper.
 pub async fn drive(
     load: Load,
-    calls: Vec<Call>,
+    callers: Vec<Caller>,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) -> Outcome {
@@ -260,9 +241,9 @@ pub async fn drive(
     for w in 0..schedule.load.concurrency.max(1) {
         let m = Arc::new(Mutex::new(Measured::default()));
         measured.push(m.clone());
-        let call = calls[w % calls.len()].clone();
-        let conn = call.conn().clone();
-        let work = worker(schedule.clone(), call, progress.clone(), m);
+        let caller = callers[w % callers.len()].clone();
+        let conn = caller.conn().clone();
+        let work = worker(schedule.clone(), caller, progress.clone(), m);
         let (finished, done) = oneshot::channel::<()>();
         stopped.push(done);
         // `done` resolves when the worker ends or is dropped (stopped, or its connection's task
@@ -295,8 +276,8 @@ pub async fn drive(
     };
     schedule.done.store(true, Relaxed);
     // Abandon the calls in flight and wait until every worker has let go of its figures.
-    for call in &calls {
-        call.conn().stop_beside();
+    for caller in &callers {
+        caller.conn().stop_beside();
     }
     all_stopped(&mut stopped).await;
 
@@ -329,7 +310,12 @@ async fn all_stopped(stopped: &mut [oneshot::Receiver<()>]) {
 }
 
 /// One worker: calls until the run is over.
-async fn worker(s: Arc<Schedule>, call: Call, progress: Arc<Progress>, out: Arc<Mutex<Measured>>) {
+async fn worker(
+    s: Arc<Schedule>,
+    caller: Caller,
+    progress: Arc<Progress>,
+    out: Arc<Mutex<Measured>>,
+) {
     let closed_loop_end = s.end.filter(|_| s.load.rate.is_none());
     while !s.done.load(Relaxed) {
         let due = match s.load.rate {
@@ -355,7 +341,7 @@ async fn worker(s: Arc<Schedule>, call: Call, progress: Arc<Progress>, out: Arc<
                 break;
             }
         }
-        let done = call.invoke(s.load.timeout).await;
+        let done = caller.invoke(s.load.timeout).await;
         let finished = Instant::now();
         let measured = match s.load.rate {
             Some(_) => counted_by_due,
@@ -376,7 +362,7 @@ async fn worker(s: Arc<Schedule>, call: Call, progress: Arc<Progress>, out: Arc<
                 progress.errors.fetch_add(1, Relaxed);
             }
         }
-        if done.code != Code::Ok && call.conn().is_closed() {
+        if done.code != Code::Ok && caller.conn().is_closed() {
             // The target closed the connection or went away: every call over it now fails
             // at once. Count that at a client's reconnect pace rather than a million times a
             // second (the loadgen does not reconnect; the report shows UNAVAILABLE).
