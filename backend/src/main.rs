@@ -26,3 +26,6 @@ fn main() -> anyhow::Result<()> {
     telemetry.shutdown();
     served
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

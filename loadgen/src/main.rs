@@ -67,3 +67,6 @@ fn main() -> anyhow::Result<()> {
     telemetry.shutdown();
     outcome
 }
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
