@@ -3,13 +3,16 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
 use tower::ServiceExt;
 
 use crate::Config;
+use crate::client::balance::Balance;
 use crate::client::error::Failed;
-use crate::client::fetch::{Fetch, Keepalive};
+use crate::client::fetch::Keepalive;
+use crate::client::replicas::Replicas;
 use crate::client::{Answered, BackendStack, Bounded, ReplyCache, StackCounters, StackState};
 
 /// The most backends one aggregator calls.
@@ -92,48 +95,72 @@ impl fmt::Display for BackendSpec {
     }
 }
 
-/// Checks a list of backends: at least one, no repeated names, not too many.
+/// The most URLs one backend name may list.
+pub const MAX_REPLICA_URLS: usize = 256;
+
+/// Checks a list of backends: at least one, not too many names or URLs, no `NAME=URL` twice.
+/// A name given again with another URL adds a replica.
 pub fn check_specs(specs: &[BackendSpec]) -> Result<(), String> {
     if specs.is_empty() {
         return Err("no backends: give --backend NAME=URL at least once".into());
     }
-    if specs.len() > MAX_BACKENDS {
+    let names = group(specs);
+    if names.len() > MAX_BACKENDS {
         return Err(format!(
             "{} backends given; the limit is {MAX_BACKENDS}",
-            specs.len()
+            names.len()
         ));
     }
-    for (i, s) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|o| o.name == s.name) {
-            return Err(format!("backend name `{}` is given twice", s.name));
+    for (name, urls) in &names {
+        if urls.len() > MAX_REPLICA_URLS {
+            return Err(format!(
+                "backend {name} has {} URLs; the limit is {MAX_REPLICA_URLS}",
+                urls.len()
+            ));
+        }
+        for (i, url) in urls.iter().enumerate() {
+            if urls[..i].contains(url) {
+                return Err(format!("`{name}={url}` is given twice"));
+            }
         }
     }
     Ok(())
 }
 
-/// One backend as the aggregator calls it.
+/// The specs by name, names in the order first given, each with its URLs in order.
+pub fn group(specs: &[BackendSpec]) -> Vec<(String, Vec<String>)> {
+    let mut names: Vec<(String, Vec<String>)> = Vec::new();
+    for s in specs {
+        match names.iter_mut().find(|(n, _)| *n == s.name) {
+            Some((_, urls)) => urls.push(s.url.clone()),
+            None => names.push((s.name.clone(), vec![s.url.clone()])),
+        }
+    }
+    names
+}
+
+/// One backend as the aggregator calls it: a name, its replicas, and its stack.
 #[derive(Debug)]
 pub struct Backend {
     pub name: String,
-    pub url: String,
     /// What its stacks on every runtime share: slots, budget, counters, the cache.
     state: StackState,
+    /// Its endpoints, shared by every runtime too.
+    replicas: Arc<Replicas>,
     keepalive: Keepalive,
     stack: BackendStack,
 }
 
 impl Backend {
-    /// The backend's stack over a new channel owned by the current runtime (the channel's
-    /// buffer task runs there).
-    fn new(name: &str, url: &str, state: StackState, keepalive: Keepalive) -> Self {
-        // BackendSpec's parser made sure a channel can be made from the URL.
-        let fetch =
-            Fetch::connect(state.name.clone(), url, keepalive).expect("a URL BackendSpec checked");
+    /// The backend's stack, with channels to its endpoints owned by the current runtime (made
+    /// as calls first need them).
+    fn new(state: StackState, replicas: Arc<Replicas>, keepalive: Keepalive) -> Self {
+        let balance = Balance::new(replicas.clone(), keepalive);
         Backend {
-            name: name.to_owned(),
-            url: url.to_owned(),
-            stack: crate::client::stack(&state, fetch),
+            name: state.name.to_string(),
+            stack: crate::client::stack(&state, balance),
             state,
+            replicas,
             keepalive,
         }
     }
@@ -146,6 +173,10 @@ impl Backend {
 
     pub fn counters(&self) -> &StackCounters {
         &self.state.counters
+    }
+
+    pub fn replicas(&self) -> &Replicas {
+        &self.replicas
     }
 }
 
@@ -162,17 +193,22 @@ impl Backends {
             timeout: config.keepalive_timeout,
         };
         Backends(
-            config
-                .backends
-                .iter()
-                .map(|spec| {
+            group(&config.backends)
+                .into_iter()
+                .map(|(name, urls)| {
                     let state = StackState::new(
-                        &spec.name,
+                        &name,
                         config.retry,
                         config.backend_concurrency,
                         cache.clone(),
                     );
-                    Backend::new(&spec.name, &spec.url, state, keepalive)
+                    let replicas = Replicas::start(
+                        state.name.clone(),
+                        &urls,
+                        config.replicas,
+                        config.resolver.clone(),
+                    );
+                    Backend::new(state, replicas, keepalive)
                 })
                 .collect(),
         )
@@ -184,7 +220,7 @@ impl Backends {
         Backends(
             self.0
                 .iter()
-                .map(|b| Backend::new(&b.name, &b.url, b.state.clone(), b.keepalive))
+                .map(|b| Backend::new(b.state.clone(), b.replicas.clone(), b.keepalive))
                 .collect(),
         )
     }
@@ -249,13 +285,27 @@ mod tests {
     }
 
     #[test]
-    fn lists_need_unique_names() {
+    fn a_name_given_again_adds_a_replica() {
         let a: BackendSpec = "a=http://x:1".parse().unwrap();
         assert!(check_specs(&[]).unwrap_err().contains("no backends"));
         assert!(
-            check_specs(&[a.clone(), a])
+            check_specs(&[a.clone(), a.clone()])
                 .unwrap_err()
-                .contains("given twice")
+                .contains("`a=http://x:1` is given twice")
+        );
+        // The same name with another URL is a replica.
+        let a2: BackendSpec = "a=http://y:1".parse().unwrap();
+        let b: BackendSpec = "b=http://x:2".parse().unwrap();
+        check_specs(&[a.clone(), b.clone(), a2.clone()]).unwrap();
+        assert_eq!(
+            group(&[a, b, a2]),
+            vec![
+                (
+                    "a".to_owned(),
+                    vec!["http://x:1".to_owned(), "http://y:1".to_owned()]
+                ),
+                ("b".to_owned(), vec!["http://x:2".to_owned()]),
+            ]
         );
     }
 }

@@ -2,15 +2,17 @@
 
 use std::net::SocketAddr;
 
+use std::time::Duration;
+
 use clap::Parser;
 use fanout_proto::cli::{
     FanoutArg, HumanDuration, duration, human_duration, human_positive_duration,
 };
 use fanout_telemetry::TelemetryArgs;
 
-use crate::Config;
 use crate::backends::{BackendSpec, check_specs};
 use crate::client::retry::RetryPolicy;
+use crate::{Config, ReplicaPolicy, Resolver};
 use fanout_proto::limits::{MAX_TIMEOUT, MIN_TIMEOUT};
 
 /// Fans each request out to several `fanout.v1.Backend`s, with per-attempt timeouts, an overall
@@ -89,6 +91,21 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_KEEPALIVE_TIMEOUT", default_value_t = DEFAULT.keepalive_timeout.into(), value_parser = human_positive_duration)]
     pub keepalive_timeout: HumanDuration,
 
+    /// How often backend host names are resolved again: each address is an endpoint (a
+    /// Kubernetes headless Service, `docker compose --scale`); new ones are added, vanished ones
+    /// drained.
+    #[arg(long, env = "AGGREGATOR_RESOLVE_INTERVAL", default_value_t = DEFAULT.replicas.resolve_interval.into(), value_parser = resolve_interval)]
+    pub resolve_interval: HumanDuration,
+
+    /// Connection failures or UNAVAILABLE answers in a row after which an endpoint leaves the
+    /// rotation (never more than half of a backend's endpoints at once).
+    #[arg(long, env = "AGGREGATOR_EJECT_AFTER", default_value_t = DEFAULT.replicas.eject_after, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub eject_after: u32,
+
+    /// How long an ejected endpoint stays out; n times as long the n-th time (at most 5 min).
+    #[arg(long, env = "AGGREGATOR_EJECT_TIME", default_value_t = DEFAULT.replicas.eject_time.into(), value_parser = eject_time)]
+    pub eject_time: HumanDuration,
+
     /// Keep each backend's reply to a query this long (`0s` = no cache).
     #[arg(long, env = "AGGREGATOR_CACHE_TTL", default_value_t = DEFAULT.cache_ttl.into(), value_parser = human_duration)]
     pub cache_ttl: HumanDuration,
@@ -142,6 +159,13 @@ impl Cli {
             fanout: self.fanout.into(),
             keepalive_interval: self.keepalive_interval.into(),
             keepalive_timeout: self.keepalive_timeout.into(),
+            replicas: ReplicaPolicy {
+                resolve_interval: self.resolve_interval.into(),
+                eject_after: self.eject_after,
+                eject_time: self.eject_time.into(),
+                ..DEFAULT.replicas
+            },
+            resolver: Resolver::default(),
             cache_ttl: self.cache_ttl.into(),
             allow_overrides: self.allow_overrides,
             drain_delay: self.drain_delay.into(),
@@ -161,6 +185,28 @@ fn timeout(s: &str) -> Result<HumanDuration, String> {
             "`{s}` is out of range: use {}ms to {}s",
             MIN_TIMEOUT.as_millis(),
             MAX_TIMEOUT.as_secs()
+        ));
+    }
+    Ok(d.into())
+}
+
+/// `--resolve-interval`: from 100 ms (DNS is not free) to an hour.
+fn resolve_interval(s: &str) -> Result<HumanDuration, String> {
+    bounded(s, Duration::from_millis(100), Duration::from_secs(3600))
+}
+
+/// `--eject-time`: from 1 ms to an hour.
+fn eject_time(s: &str) -> Result<HumanDuration, String> {
+    bounded(s, Duration::from_millis(1), Duration::from_secs(3600))
+}
+
+fn bounded(s: &str, low: Duration, high: Duration) -> Result<HumanDuration, String> {
+    let d = duration(s)?;
+    if d < low || d > high {
+        return Err(format!(
+            "`{s}` is out of range: use {} to {}",
+            humantime::format_duration(low),
+            humantime::format_duration(high)
         ));
     }
     Ok(d.into())
@@ -217,9 +263,22 @@ mod tests {
             (&["--backend", "alpha"][..], "is not NAME=URL"),
             (&["--backend", "a=ftp://x:1"], "only http://"),
             (
-                &["--backend", "a=http://x:1", "--backend", "a=http://y:1"],
+                &["--backend", "a=http://x:1", "--backend", "a=http://x:1"],
                 "given twice",
             ),
+            (
+                &["--backend", "a=http://x:1", "--resolve-interval", "0s"],
+                "out of range",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--eject-after", "0"],
+                "--eject-after",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--eject-time", "2h"],
+                "out of range",
+            ),
+            (&["--backend", "alpha="], "backend alpha has no URL"),
             (
                 &["--backend", "a=http://x:1", "--attempt-timeout", "0s"],
                 "out of range",

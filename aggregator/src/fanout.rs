@@ -96,19 +96,17 @@ pub async fn call_backend(backend: &Backend, plan: &Plan) -> BackendResult {
         outcome = tracing::field::Empty,
         from_cache = tracing::field::Empty,
     );
-    let req = Bounded {
-        cacheable: plan.use_cache,
-        ..Bounded::new(
-            FetchRequest {
-                query: plan.query.clone(),
-                delay_ms: plan.delay_ms,
-                fail: plan.fail,
-                mode: plan.mode.map(Into::into),
-            },
-            plan.deadline,
-            plan.attempt_timeout,
-        )
-    };
+    let mut req = Bounded::new(
+        FetchRequest {
+            query: plan.query.clone(),
+            delay_ms: plan.delay_ms,
+            fail: plan.fail,
+            mode: plan.mode.map(Into::into),
+        },
+        plan.deadline,
+        plan.attempt_timeout,
+    );
+    req.cacheable = plan.use_cache;
     let answer = backend.call(req).instrument(span.clone()).await;
     let result = match answer {
         Ok(answered) => {

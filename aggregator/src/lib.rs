@@ -41,6 +41,7 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub use crate::backends::BackendSpec;
+pub use crate::client::replicas::{ReplicaPolicy, Resolver};
 pub use crate::client::retry::RetryPolicy;
 use crate::service::AggregatorService;
 
@@ -66,6 +67,10 @@ pub struct Config {
     /// dropped and reconnected.
     pub keepalive_interval: Duration,
     pub keepalive_timeout: Duration,
+    /// How replicas are found (re-resolved how often) and judged (ejected when).
+    pub replicas: ReplicaPolicy,
+    /// How host names are resolved: the system's resolver, unless a test injects another.
+    pub resolver: Resolver,
     /// How long a backend's reply stays cached; zero turns the cache off.
     pub cache_ttl: Duration,
     /// Whether requests may set `fanout`, `mode` and `delay_ms`.
@@ -99,6 +104,8 @@ impl Default for Config {
             fanout: Fanout::Concurrent,
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(5),
+            replicas: ReplicaPolicy::default(),
+            resolver: Resolver::default(),
             cache_ttl: Duration::ZERO,
             allow_overrides: false,
             drain_delay: Duration::ZERO,

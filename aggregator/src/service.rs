@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use fanout_proto::v1::aggregator_server::Aggregator;
 use fanout_proto::v1::{
     AggregateEvent, AggregateReply, AggregateRequest, ClearCacheReply, ClearCacheRequest,
-    ServerStats, StatsRequest, aggregate_event::Event,
+    EndpointStats, ServerStats, StatsRequest, aggregate_event::Event,
 };
 use fanout_server::deadline::grpc_timeout;
 use fanout_server::{CallGuard, Counters};
@@ -197,6 +197,27 @@ impl Aggregator for AggregatorService {
         stats.retries = sum(|c| &c.retries);
         stats.retries_throttled = sum(|c| &c.retries_throttled);
         stats.cache_hits = sum(|c| &c.cache_hits);
+        let now = tokio::time::Instant::now();
+        stats.endpoints = self
+            .gather
+            .backends()
+            .iter()
+            .flat_map(|b| {
+                b.replicas()
+                    .current()
+                    .iter()
+                    .map(|r| EndpointStats {
+                        backend: b.name.clone(),
+                        address: r.addr.clone(),
+                        in_flight: r.in_flight.load(Ordering::Relaxed),
+                        served: r.served.load(Ordering::Relaxed),
+                        failed: r.failed.load(Ordering::Relaxed),
+                        ejected: r.ejected(now),
+                        ejections: r.ejections(),
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         Ok(Response::new(stats))
     }
 }

@@ -20,7 +20,7 @@ fn bad_flags_exit_non_zero_naming_the_problem() {
             &["--backend", "a=http://x"],
             "`http://x` (backend a) has no port",
         ),
-        (&[b, "--backend", "a=http://127.0.0.1:2"], "given twice"),
+        (&[b, "--backend", "a=http://127.0.0.1:1"], "given twice"),
         (&[b, "--deadline", "0ms"], "out of range"),
         (&[b, "--fanout", "parallel"], "invalid value 'parallel'"),
         (&[b, "--backoff-base", "2s"], "above --backoff-cap"),
@@ -47,7 +47,7 @@ fn backends_from_the_env_and_help_names_the_vars() {
     let out = aggregator()
         .env(
             "AGGREGATOR_BACKENDS",
-            "a=http://127.0.0.1:1,a=http://127.0.0.1:2",
+            "a=http://127.0.0.1:1,a=http://127.0.0.1:1",
         )
         .output()
         .unwrap();

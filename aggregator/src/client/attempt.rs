@@ -82,6 +82,7 @@ where
             otel.name = format!("attempt {attempt}"),
             attempt,
             backoff_ms = req.backoff.as_secs_f64() * 1e3,
+            endpoint = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         // Called inside the span: the client below sends this span's trace context.

@@ -53,6 +53,7 @@ pub struct Fetch {
 struct Shared {
     backend: Arc<str>,
     url: String,
+    origin: Option<String>,
     current: Mutex<Current>,
 }
 
@@ -65,15 +66,17 @@ struct Current {
 }
 
 impl Fetch {
-    /// A client of the backend at `url` (`http://host:port`), not connected until the first
-    /// call. Must be called within a tokio runtime: the channel's task runs there.
+    /// A client of the endpoint at `url` (`http://ip:port`), not connected until the first
+    /// call; with an `origin` (the URL as configured, naming a host), requests carry that host.
+    /// Must be called within a tokio runtime: the channel's task runs there.
     pub fn connect(
         backend: Arc<str>,
         url: &str,
+        origin: Option<&str>,
         keepalive: Keepalive,
     ) -> Result<Self, tonic::transport::Error> {
         let current = Current {
-            client: client(url, keepalive)?,
+            client: client(url, origin, keepalive)?,
             keepalive,
             generation: 0,
         };
@@ -81,6 +84,7 @@ impl Fetch {
             channel: Arc::new(Shared {
                 backend,
                 url: url.to_owned(),
+                origin: origin.map(str::to_owned),
                 current: Mutex::new(current),
             }),
         })
@@ -107,7 +111,7 @@ impl Shared {
             interval: (current.keepalive.interval * 2).min(MAX_KEEPALIVE_INTERVAL),
             ..current.keepalive
         };
-        match client(&self.url, keepalive) {
+        match client(&self.url, self.origin.as_deref(), keepalive) {
             Ok(client) => {
                 tracing::warn!(
                     backend = &*self.backend,
@@ -129,9 +133,14 @@ impl Shared {
 /// A generated client over a lazily connected channel to `url`.
 fn client(
     url: &str,
+    origin: Option<&str>,
     keepalive: Keepalive,
 ) -> Result<BackendClient<Channel>, tonic::transport::Error> {
-    let channel = Endpoint::from_shared(url.to_owned())?
+    let mut endpoint = Endpoint::from_shared(url.to_owned())?;
+    if let Some(origin) = origin.and_then(|o| o.parse().ok()) {
+        endpoint = endpoint.origin(origin);
+    }
+    let channel = endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(keepalive.interval)

@@ -9,11 +9,13 @@
 //!                starts without time for one
 //!    Limit       per-backend concurrency: the wait for a slot is bounded by the deadline
 //!     Timeout    one attempt's bound: the smaller of its own timeout and what the deadline leaves
-//!      Fetch     tonic's BackendClient over a lazily connected Channel; the bound goes along
-//!                as grpc-timeout
+//!      Balance   one of the backend's replicas, by power of two choices, preferring one this
+//!                call has not tried; outcomes feed outlier ejection
+//!       Fetch    tonic's BackendClient over that replica's lazily connected Channel; the bound
+//!                goes along as grpc-timeout
 //! ```
 //!
-//! Everything above [`Fetch`] is generic over the message: a request travels down as a
+//! Everything above [`Balance`](balance::Balance) is generic over the message: a request travels down as a
 //! [`Bounded`] (the message and its call's time bounds) and comes back as an [`Answered`] or a
 //! [`Failed`]. Lift the layers into another tonic service by writing its own `Fetch`.
 //!
@@ -21,15 +23,17 @@
 //! HTTP/2 stream: the backend sees the call cancelled.
 
 pub mod attempt;
+pub mod balance;
 pub mod cache;
 pub mod error;
 pub mod fetch;
 pub mod limit;
+pub mod replicas;
 pub mod retry;
 pub mod timeout;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
@@ -43,7 +47,6 @@ use tower::util::BoxCloneSyncService;
 use self::attempt::AttemptLayer;
 use self::cache::{Cache, CacheLayer};
 use self::error::Failed;
-use self::fetch::Fetch;
 use self::limit::ConcurrencyLimitLayer;
 use self::retry::{Retries, RetryPolicy};
 use self::timeout::AttemptTimeoutLayer;
@@ -65,6 +68,9 @@ pub struct Bounded<M> {
     pub backoff: Duration,
     /// Whether a reply may come from, and go into, the cache.
     pub cacheable: bool,
+    /// The endpoints this call's attempts went to, shared by every attempt of the call, so a
+    /// retry goes elsewhere when it can.
+    tried: Arc<Mutex<Vec<u64>>>,
 }
 
 impl<M> Bounded<M> {
@@ -77,7 +83,21 @@ impl<M> Bounded<M> {
             attempt: 1,
             backoff: Duration::ZERO,
             cacheable: false,
+            tried: Arc::default(),
         }
+    }
+
+    /// The endpoints this call has tried so far.
+    pub fn tried(&self) -> Vec<u64> {
+        self.tried.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Notes that an attempt of this call went to endpoint `id`.
+    pub fn note_tried(&self, id: u64) {
+        self.tried
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
     }
 
     /// What is left until the deadline.
@@ -157,8 +177,17 @@ impl StackState {
 /// One backend's whole client, type-erased so every backend's is the same type.
 pub type BackendStack = BoxCloneSyncService<Bounded<FetchRequest>, Answered<FetchReply>, Failed>;
 
-/// Builds one backend's stack over `fetch`. The order is the design: see the module docs.
-pub fn stack(state: &StackState, fetch: Fetch) -> BackendStack {
+/// Builds one backend's stack over `endpoints` (its [`Balance`](balance::Balance)). The order is
+/// the design: see the module docs.
+pub fn stack<S>(state: &StackState, endpoints: S) -> BackendStack
+where
+    S: tower::Service<Bounded<FetchRequest>, Response = FetchReply, Error = error::CallError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let cache = state.cache.clone().map(|cache| {
         let name = state.name.clone();
         CacheLayer::new(
@@ -185,6 +214,6 @@ pub fn stack(state: &StackState, fetch: Fetch) -> BackendStack {
         // Innermost: the attempt's bound, which the deadline may shorten; it narrows the
         // deadline the client sends as grpc-timeout.
         .layer(AttemptTimeoutLayer)
-        .service(fetch);
+        .service(endpoints);
     BoxCloneSyncService::new(service)
 }

@@ -1,0 +1,113 @@
+//! Spreads a backend's calls over its replicas: power of two choices over calls in flight, each
+//! endpoint with its own lazily connected channel ([`Fetch`]), outcomes counted for ejection,
+//! and the endpoint named in the attempt's span.
+//!
+//! Why not tower's `Balance`: it chooses in `poll_ready`, before it sees the request, so a
+//! retry cannot ask for an endpoint other than the one that just failed (and a hedge cannot ask
+//! for one other than the first attempt's); and it needs a `Buffer` in front to be shared. The
+//! choice itself is a few lines ([`Replicas::pick`]): policy, not protocol.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use fanout_proto::v1::{FetchReply, FetchRequest};
+use futures::future::{BoxFuture, FutureExt};
+use tonic::{Code, Status};
+use tower::{Service, ServiceExt};
+
+use super::Bounded;
+use super::error::CallError;
+use super::fetch::{Fetch, Keepalive};
+use super::replicas::{Replica, Replicas, Verdict};
+
+/// One runtime's client of a backend's replicas.
+#[derive(Debug, Clone)]
+pub struct Balance {
+    replicas: Arc<Replicas>,
+    keepalive: Keepalive,
+    /// This runtime's channel to each endpoint, by replica id.
+    clients: Arc<Mutex<HashMap<u64, Fetch>>>,
+}
+
+impl Balance {
+    /// Must be called within the runtime the channels should live on.
+    pub fn new(replicas: Arc<Replicas>, keepalive: Keepalive) -> Self {
+        Balance {
+            replicas,
+            keepalive,
+            clients: Arc::default(),
+        }
+    }
+
+    /// This runtime's client of `r`, made on first use; clients of replicas that left the set
+    /// are dropped on the way (their calls in flight hold their own clones).
+    fn client(&self, r: &Replica) -> Result<Fetch, CallError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = clients.get(&r.id) {
+            return Ok(f.clone());
+        }
+        let current = self.replicas.current();
+        clients.retain(|id, _| current.iter().any(|c| c.id == *id));
+        let fetch = Fetch::connect(
+            self.replicas.backend().clone(),
+            &r.url,
+            r.origin.as_deref(),
+            self.keepalive,
+        )
+        .map_err(|e| CallError::Status(Status::internal(format!("endpoint {}: {e}", r.addr))))?;
+        clients.insert(r.id, fetch.clone());
+        Ok(fetch)
+    }
+}
+
+/// How an attempt's outcome counts for the endpoint's health.
+fn verdict<T>(outcome: &Result<T, CallError>) -> Verdict {
+    match outcome {
+        Ok(_) => Verdict::Answered,
+        Err(CallError::Status(s)) if s.code() == Code::Unavailable => Verdict::Unreachable,
+        Err(CallError::Status(_)) => Verdict::Answered,
+        Err(_) => Verdict::Unknown,
+    }
+}
+
+/// Keeps an endpoint's in-flight count while a call is on it, however the call ends.
+struct InFlight(Arc<Replica>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Service<Bounded<FetchRequest>> for Balance {
+    type Response = FetchReply;
+    type Error = CallError;
+    type Future = BoxFuture<'static, Result<FetchReply, CallError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), CallError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Bounded<FetchRequest>) -> Self::Future {
+        let this = self.clone();
+        async move {
+            this.replicas.resolved().await;
+            let Some(replica) = this.replicas.pick(&req.tried()) else {
+                return Err(CallError::Status(Status::unavailable(
+                    this.replicas.no_endpoint(),
+                )));
+            };
+            req.note_tried(replica.id);
+            tracing::Span::current().record("endpoint", replica.addr.as_str());
+            let fetch = this.client(&replica)?;
+            replica.in_flight.fetch_add(1, Relaxed);
+            let _in_flight = InFlight(replica.clone());
+            let outcome = fetch.oneshot(req).await;
+            this.replicas.record(&replica, verdict(&outcome));
+            outcome
+        }
+        .boxed()
+    }
+}

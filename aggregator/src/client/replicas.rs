@@ -1,0 +1,479 @@
+//! A backend's replicas: the set of endpoints one backend name stands for, kept up to date from
+//! DNS, and the health of each as outlier ejection judges it.
+//!
+//! - **Where they come from.** Every `--backend NAME=URL` with the same name adds its URL. A URL
+//!   whose host is an IP address is one endpoint; one whose host is a name is one endpoint per
+//!   address the name resolves to (a Kubernetes headless Service, `docker compose --scale`),
+//!   resolved again every `--resolve-interval`: addresses that appear are added, addresses that
+//!   vanish leave the set (calls in flight on them finish). A failed resolution keeps the last
+//!   good addresses, and is logged.
+//! - **Outlier ejection**, Envoy's consecutive-errors detector: after `--eject-after` connection
+//!   failures or UNAVAILABLE answers in a row, an endpoint leaves the rotation for
+//!   `--eject-time`, longer each time it is ejected again, never with more than half of the set
+//!   ejected at once; it comes back by itself when its time is up.
+//!
+//! The set is shared by every runtime that calls the backend; each runtime keeps its own
+//! channels to the endpoints (see [`super::balance`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Finds the addresses of a host name. [`Dns`] asks the system's resolver; tests inject their
+/// own.
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system's resolver (`getaddrinfo`, through tokio's blocking pool): `/etc/hosts`, DNS,
+/// Docker's and Kubernetes' name servers alike.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dns;
+
+impl Resolve for Dns {
+    fn resolve(&self, host: &str, port: u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> {
+        let target = format!("{host}:{port}");
+        Box::pin(async move { Ok(tokio::net::lookup_host(target).await?.collect()) })
+    }
+}
+
+/// The resolver a config uses; [`Dns`] unless a test says otherwise.
+#[derive(Clone)]
+pub struct Resolver(pub Arc<dyn Resolve>);
+
+impl Default for Resolver {
+    fn default() -> Self {
+        Resolver(Arc::new(Dns))
+    }
+}
+
+impl fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Resolver")
+    }
+}
+
+/// How replicas are found and judged; plain data from the flags.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplicaPolicy {
+    /// How often host names are resolved again.
+    pub resolve_interval: Duration,
+    /// Connection failures or UNAVAILABLE answers in a row that eject an endpoint.
+    pub eject_after: u32,
+    /// How long a first ejection lasts; the n-th lasts n times as long...
+    pub eject_time: Duration,
+    /// ...but never longer than this.
+    pub max_eject_time: Duration,
+}
+
+impl Default for ReplicaPolicy {
+    fn default() -> Self {
+        ReplicaPolicy {
+            resolve_interval: Duration::from_secs(5),
+            eject_after: 5,
+            eject_time: Duration::from_secs(10),
+            max_eject_time: Duration::from_secs(300),
+        }
+    }
+}
+
+/// One endpoint of a backend, and what is known of its health.
+#[derive(Debug)]
+pub struct Replica {
+    /// Unique in the process: a replica that leaves and comes back is a new one.
+    pub id: u64,
+    /// `ip:port` (or `host:port` for a name not resolved by us), as it is shown.
+    pub addr: String,
+    /// What to connect to, `http://ip:port`.
+    pub url: String,
+    /// The URL as configured, when it named a host: requests still carry that host.
+    pub origin: Option<String>,
+    pub in_flight: AtomicU64,
+    pub served: AtomicU64,
+    pub failed: AtomicU64,
+    /// Connection failures and UNAVAILABLE answers since the last success.
+    consecutive: AtomicU32,
+    ejection: Mutex<Ejection>,
+}
+
+#[derive(Debug, Default)]
+struct Ejection {
+    /// Out of the rotation until then.
+    until: Option<Instant>,
+    /// Times ejected so far.
+    times: u32,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Replica {
+    fn new(addr: SocketAddr, origin: Option<String>) -> Self {
+        Replica {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            addr: addr.to_string(),
+            url: format!("http://{addr}"),
+            origin,
+            in_flight: AtomicU64::new(0),
+            served: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            consecutive: AtomicU32::new(0),
+            ejection: Mutex::new(Ejection::default()),
+        }
+    }
+
+    /// Whether it is out of the rotation at `now`.
+    pub fn ejected(&self, now: Instant) -> bool {
+        self.lock().until.is_some_and(|until| until > now)
+    }
+
+    /// Times it was ejected so far.
+    pub fn ejections(&self) -> u32 {
+        self.lock().times
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ejection> {
+        self.ejection.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What one call to a replica came to, as ejection counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// An answer (an error status from the backend's own code included): the replica is up.
+    Answered,
+    /// No connection, a broken one, or UNAVAILABLE: counts toward ejection.
+    Unreachable,
+    /// Neither (our own timeout, a cancellation): says nothing either way.
+    Unknown,
+}
+
+/// The replicas of one backend.
+pub struct Replicas {
+    backend: Arc<str>,
+    policy: ReplicaPolicy,
+    set: watch::Sender<Arc<[Arc<Replica>]>>,
+    /// Whether the names have been resolved once (until then an empty set means "wait").
+    resolved: watch::Sender<bool>,
+    /// The last resolution error, for the message of a call that finds no endpoint.
+    last_error: Mutex<Option<String>>,
+    /// Serializes ejections, so "at most half" holds.
+    ejecting: Mutex<()>,
+}
+
+impl fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Replicas")
+            .field("backend", &self.backend)
+            .field("set", &*self.set.borrow())
+            .finish()
+    }
+}
+
+/// A configured URL: an address to use as it is, or a name to resolve.
+#[derive(Debug, Clone)]
+enum Source {
+    Fixed(SocketAddr),
+    Named {
+        host: String,
+        port: u16,
+        url: String,
+    },
+}
+
+impl Source {
+    /// `url` was checked by `BackendSpec`: `http://host:port`.
+    fn of(url: &str) -> Source {
+        let uri: http::Uri = url.parse().expect("a URL BackendSpec checked");
+        let host = uri.host().unwrap_or_default();
+        let port = uri.port_u16().unwrap_or(80);
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Source::Fixed(SocketAddr::new(ip, port)),
+            Err(_) => Source::Named {
+                host: bare.to_owned(),
+                port,
+                url: url.to_owned(),
+            },
+        }
+    }
+}
+
+impl Replicas {
+    /// The replicas behind `urls`, resolved now and every `policy.resolve_interval` by a task
+    /// on the current runtime, which ends when the returned set is dropped.
+    pub fn start(
+        backend: Arc<str>,
+        urls: &[String],
+        policy: ReplicaPolicy,
+        resolver: Resolver,
+    ) -> Arc<Replicas> {
+        let sources: Vec<Source> = urls.iter().map(|u| Source::of(u)).collect();
+        let fixed: Vec<Arc<Replica>> = dedup(sources.iter().filter_map(|s| match s {
+            Source::Fixed(addr) => Some(*addr),
+            Source::Named { .. } => None,
+        }))
+        .map(|addr| Arc::new(Replica::new(addr, None)))
+        .collect();
+        let named: Vec<(String, u16, String)> = sources
+            .into_iter()
+            .filter_map(|s| match s {
+                Source::Named { host, port, url } => Some((host, port, url)),
+                Source::Fixed(_) => None,
+            })
+            .collect();
+        let replicas = Arc::new(Replicas {
+            backend,
+            policy,
+            set: watch::Sender::new(fixed.into()),
+            resolved: watch::Sender::new(named.is_empty()),
+            last_error: Mutex::new(None),
+            ejecting: Mutex::new(()),
+        });
+        for r in replicas.set.borrow().iter() {
+            tracing::info!(
+                backend = &*replicas.backend,
+                endpoint = r.addr,
+                "endpoint added"
+            );
+        }
+        if !named.is_empty() {
+            tokio::spawn(resolve_forever(
+                Arc::downgrade(&replicas),
+                named,
+                resolver.0,
+            ));
+        }
+        replicas
+    }
+
+    pub fn backend(&self) -> &Arc<str> {
+        &self.backend
+    }
+
+    /// The endpoints now.
+    pub fn current(&self) -> Arc<[Arc<Replica>]> {
+        self.set.borrow().clone()
+    }
+
+    /// Waits until the names have been resolved once (at start-up, before the first answer).
+    pub async fn resolved(&self) {
+        let mut rx = self.resolved.subscribe();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Why there is no endpoint to call.
+    pub fn no_endpoint(&self) -> String {
+        match &*self.last_error.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => format!("no endpoint: {e}"),
+            None => "no endpoint".to_owned(),
+        }
+    }
+
+    /// Power of two choices: of the endpoints in rotation, preferring those this call has not
+    /// tried yet, two at random, and of those the one with fewer calls in flight.
+    pub fn pick(&self, tried: &[u64]) -> Option<Arc<Replica>> {
+        let set = self.current();
+        let now = Instant::now();
+        let in_rotation: Vec<&Arc<Replica>> = set
+            .iter()
+            .filter(|r| !self.returned_or_out(r, now))
+            .collect();
+        let untried: Vec<&Arc<Replica>> = in_rotation
+            .iter()
+            .copied()
+            .filter(|r| !tried.contains(&r.id))
+            .collect();
+        let pool = if !untried.is_empty() {
+            untried
+        } else if !in_rotation.is_empty() {
+            in_rotation
+        } else {
+            // Every endpoint ejected cannot happen (at most half are), but a set of one whose
+            // only endpoint is out still gets called: better a likely failure than none tried.
+            set.iter().collect()
+        };
+        use rand::Rng;
+        let mut rng = rand::rng();
+        match pool.len() {
+            0 => None,
+            1 => Some(pool[0].clone()),
+            n => {
+                let a = rng.random_range(0..n);
+                let b = (a + rng.random_range(1..n)) % n;
+                let (a, b) = (pool[a], pool[b]);
+                let pick = if a.in_flight.load(Relaxed) <= b.in_flight.load(Relaxed) {
+                    a
+                } else {
+                    b
+                };
+                Some(pick.clone())
+            }
+        }
+    }
+
+    /// Whether `r` is out of the rotation; notes (and logs) an ejection that has run out.
+    fn returned_or_out(&self, r: &Replica, now: Instant) -> bool {
+        let mut e = r.lock();
+        match e.until {
+            Some(until) if until > now => true,
+            Some(_) => {
+                e.until = None;
+                tracing::info!(
+                    backend = &*self.backend,
+                    endpoint = r.addr,
+                    "endpoint returns to the rotation"
+                );
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Counts one call's outcome at `r`, ejecting it when it has failed too often in a row.
+    pub fn record(&self, r: &Replica, verdict: Verdict) {
+        match verdict {
+            Verdict::Answered => {
+                r.served.fetch_add(1, Relaxed);
+                r.consecutive.store(0, Relaxed);
+            }
+            Verdict::Unreachable => {
+                r.failed.fetch_add(1, Relaxed);
+                let n = r.consecutive.fetch_add(1, Relaxed) + 1;
+                if n >= self.policy.eject_after {
+                    self.eject(r);
+                }
+            }
+            Verdict::Unknown => {
+                r.failed.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    fn eject(&self, r: &Replica) {
+        let _one_at_a_time = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if r.ejected(now) {
+            return;
+        }
+        let set = self.current();
+        let out = set.iter().filter(|o| o.ejected(now)).count();
+        if (out + 1) * 2 > set.len() {
+            tracing::debug!(
+                backend = &*self.backend,
+                endpoint = r.addr,
+                out,
+                of = set.len(),
+                "not ejected: half of the endpoints would be out"
+            );
+            return;
+        }
+        let mut e = r.lock();
+        e.times += 1;
+        let time = self
+            .policy
+            .eject_time
+            .saturating_mul(e.times)
+            .min(self.policy.max_eject_time);
+        e.until = Some(now + time);
+        r.consecutive.store(0, Relaxed);
+        tracing::warn!(
+            backend = &*self.backend,
+            endpoint = r.addr,
+            failures_in_a_row = self.policy.eject_after,
+            for_how_long = ?time,
+            times = e.times,
+            "endpoint ejected"
+        );
+    }
+
+    /// Replaces the named part of the set with `found` (the fixed part stays).
+    fn update(&self, found: Vec<(SocketAddr, String)>) {
+        let old = self.current();
+        let by_addr: HashMap<&str, &Arc<Replica>> =
+            old.iter().map(|r| (r.addr.as_str(), r)).collect();
+        let mut next: Vec<Arc<Replica>> =
+            old.iter().filter(|r| r.origin.is_none()).cloned().collect();
+        for (addr, origin) in found {
+            let key = addr.to_string();
+            if next.iter().any(|r| r.addr == key) {
+                continue;
+            }
+            match by_addr.get(key.as_str()) {
+                Some(r) => next.push((*r).clone()),
+                None => {
+                    tracing::info!(backend = &*self.backend, endpoint = key, "endpoint added");
+                    next.push(Arc::new(Replica::new(addr, Some(origin))));
+                }
+            }
+        }
+        for r in old.iter().filter(|r| !next.iter().any(|n| n.id == r.id)) {
+            tracing::info!(
+                backend = &*self.backend,
+                endpoint = r.addr,
+                in_flight = r.in_flight.load(Relaxed),
+                "endpoint removed (calls in flight on it finish)"
+            );
+        }
+        if next.len() != old.len() || next.iter().zip(old.iter()).any(|(a, b)| a.id != b.id) {
+            self.set.send_replace(next.into());
+        }
+    }
+}
+
+/// Addresses in order, each once.
+fn dedup(addrs: impl Iterator<Item = SocketAddr>) -> impl Iterator<Item = SocketAddr> {
+    let mut seen = Vec::new();
+    addrs.filter(move |a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    })
+}
+
+/// Resolves the names now and every interval, while the set lives.
+async fn resolve_forever(
+    replicas: Weak<Replicas>,
+    names: Vec<(String, u16, String)>,
+    resolver: Arc<dyn Resolve>,
+) {
+    // The last good addresses of each name.
+    let mut known: Vec<Vec<SocketAddr>> = vec![Vec::new(); names.len()];
+    loop {
+        let Some(set) = replicas.upgrade() else {
+            return;
+        };
+        let mut errors = Vec::new();
+        for (i, (host, port, _)) in names.iter().enumerate() {
+            match resolver.resolve(host, *port).await {
+                Ok(addrs) if !addrs.is_empty() => known[i] = dedup(addrs.into_iter()).collect(),
+                Ok(_) => errors.push(format!("`{host}` resolved to no address")),
+                Err(e) => errors.push(format!("`{host}` did not resolve: {e}")),
+            }
+        }
+        for e in &errors {
+            tracing::warn!(
+                backend = &*set.backend,
+                "{e}; keeping the last good addresses"
+            );
+        }
+        *set.last_error.lock().unwrap_or_else(|p| p.into_inner()) = errors.into_iter().next();
+        let found = names
+            .iter()
+            .zip(&known)
+            .flat_map(|((_, _, url), addrs)| addrs.iter().map(move |a| (*a, url.clone())))
+            .collect();
+        set.update(found);
+        set.resolved.send_replace(true);
+        let interval = set.policy.resolve_interval;
+        drop(set);
+        tokio::time::sleep(interval).await;
+    }
+}
