@@ -150,7 +150,14 @@ impl Failed {
     /// retrying stopped.
     pub fn to_failure(&self, backend: &str) -> Failure {
         let code = self.error.code();
-        let mut message = format!("backend {backend}: {}", self.error);
+        let prefix = format!("backend {backend}: ");
+        let error = self.error.to_string();
+        // Our backends name themselves in their own messages already.
+        let mut message = if error.starts_with(&prefix) {
+            error
+        } else {
+            prefix + &error
+        };
         if let Some(why) = self.stopped {
             message.push_str(&format!("; {why}"));
         }
