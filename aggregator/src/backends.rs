@@ -199,6 +199,7 @@ impl Backends {
                     let state = StackState::new(
                         &name,
                         config.retry,
+                        config.hedge,
                         config.backend_concurrency,
                         cache.clone(),
                     );

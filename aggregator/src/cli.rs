@@ -12,7 +12,7 @@ use fanout_telemetry::TelemetryArgs;
 
 use crate::backends::{BackendSpec, check_specs};
 use crate::client::retry::RetryPolicy;
-use crate::{Config, ReplicaPolicy, Resolver};
+use crate::{Config, HedgeAfter, HedgePolicy, ReplicaPolicy, Resolver};
 use fanout_proto::limits::{MAX_TIMEOUT, MIN_TIMEOUT};
 
 /// Fans each request out to several `fanout.v1.Backend`s, with per-attempt timeouts, an overall
@@ -65,6 +65,22 @@ pub struct Cli {
     /// Retries allowed per second on top of the ratio.
     #[arg(long, env = "AGGREGATOR_RETRY_MIN_PER_SEC", default_value_t = DEFAULT.retry.budget_min_per_sec, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub retry_min_per_sec: u32,
+
+    /// Hedge: when a backend has not answered after this long (`20ms`), or after this
+    /// percentile of its recent answers (`p95`), send the same call again (to another replica
+    /// if it has one) and take the first answer, cancelling the other. Off unless given. Only
+    /// for calls that may safely run twice, as Fetch may.
+    #[arg(long, env = "AGGREGATOR_HEDGE_AFTER")]
+    pub hedge_after: Option<HedgeAfter>,
+
+    /// Hedges per try at most.
+    #[arg(long, env = "AGGREGATOR_MAX_HEDGES", default_value_t = DEFAULT.hedge.max_hedges, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub max_hedges: u32,
+
+    /// Hedges allowed as a fraction of calls (0.05 = 5%, plus one a second), so a backend that
+    /// is slow for everyone is not sent twice the load.
+    #[arg(long, env = "AGGREGATOR_HEDGE_BUDGET", default_value_t = DEFAULT.hedge.budget_ratio, value_parser = parse_hedge_budget)]
+    pub hedge_budget: f32,
 
     /// Most calls in flight at one backend; more wait for a slot (the wait counts against the
     /// deadline).
@@ -154,6 +170,11 @@ impl Cli {
                 budget_ratio: self.retry_budget,
                 budget_min_per_sec: self.retry_min_per_sec,
             },
+            hedge: HedgePolicy {
+                after: self.hedge_after,
+                max_hedges: self.max_hedges,
+                budget_ratio: self.hedge_budget,
+            },
             backend_concurrency: self.backend_concurrency as usize,
             max_in_flight: self.max_in_flight as usize,
             fanout: self.fanout.into(),
@@ -210,6 +231,15 @@ fn bounded(s: &str, low: Duration, high: Duration) -> Result<HumanDuration, Stri
         ));
     }
     Ok(d.into())
+}
+
+fn parse_hedge_budget(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a ratio from 0 to 1, e.g. `0.05` for 5% of calls"
+        )),
+    }
 }
 
 fn parse_ratio(s: &str) -> Result<f32, String> {
@@ -279,6 +309,26 @@ mod tests {
                 "out of range",
             ),
             (&["--backend", "alpha="], "backend alpha has no URL"),
+            (
+                &["--backend", "a=http://x:1", "--hedge-after", "p0"],
+                "not a percentile",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--hedge-after", "p100"],
+                "not a percentile",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--hedge-after=-5ms"],
+                "neither a duration",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--hedge-budget", "2"],
+                "not a ratio from 0 to 1",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--max-hedges", "0"],
+                "--max-hedges",
+            ),
             (
                 &["--backend", "a=http://x:1", "--attempt-timeout", "0s"],
                 "out of range",

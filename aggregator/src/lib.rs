@@ -41,6 +41,7 @@ use tonic::server::NamedService;
 use tonic::service::Routes;
 
 pub use crate::backends::BackendSpec;
+pub use crate::client::hedge::{HedgeAfter, HedgePolicy};
 pub use crate::client::replicas::{ReplicaPolicy, Resolver};
 pub use crate::client::retry::RetryPolicy;
 use crate::service::AggregatorService;
@@ -55,6 +56,8 @@ pub struct Config {
     /// Bound on a whole call, unless the request or the caller's `grpc-timeout` is smaller.
     pub deadline: Duration,
     pub retry: RetryPolicy,
+    /// Hedging: off unless `--hedge-after` (or a request's `hedge_after_ms`) says when.
+    pub hedge: HedgePolicy,
     /// At most this many calls in flight at one backend; more wait (their wait counts against
     /// the deadline).
     pub backend_concurrency: usize,
@@ -99,6 +102,7 @@ impl Default for Config {
             attempt_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(2),
             retry: RetryPolicy::default(),
+            hedge: HedgePolicy::default(),
             backend_concurrency: 100,
             max_in_flight: 1000,
             fanout: Fanout::Concurrent,

@@ -197,6 +197,9 @@ impl Aggregator for AggregatorService {
         stats.retries = sum(|c| &c.retries);
         stats.retries_throttled = sum(|c| &c.retries_throttled);
         stats.cache_hits = sum(|c| &c.cache_hits);
+        stats.hedges = sum(|c| &c.hedges);
+        stats.hedges_won = sum(|c| &c.hedges_won);
+        stats.hedges_refused = sum(|c| &c.hedges_refused);
         let now = tokio::time::Instant::now();
         stats.endpoints = self
             .gather

@@ -143,6 +143,8 @@ pub struct Failed {
     pub error: CallError,
     pub attempts: u32,
     pub stopped: Option<Stop>,
+    /// Whether a hedge was sent.
+    pub hedged: bool,
 }
 
 impl Failed {
@@ -182,6 +184,7 @@ mod tests {
             },
             attempts: 2,
             stopped: Some(Stop::MaxAttempts(2)),
+            hedged: false,
         };
         let f = failed.to_failure("beta");
         assert_eq!((f.code, f.code_name.as_str()), (4, "DEADLINE_EXCEEDED"));
