@@ -207,6 +207,7 @@ impl Backends {
                         state.name.clone(),
                         &urls,
                         config.replicas,
+                        keepalive,
                         config.resolver.clone(),
                     );
                     Backend::new(state, replicas, keepalive)

@@ -66,7 +66,10 @@ impl Balance {
 fn verdict<T>(outcome: &Result<T, CallError>) -> Verdict {
     match outcome {
         Ok(_) => Verdict::Answered,
-        Err(CallError::Status(s)) if s.code() == Code::Unavailable => Verdict::Unreachable,
+        Err(CallError::Unreachable(_)) => Verdict::Unreachable { connection: true },
+        Err(CallError::Status(s)) if s.code() == Code::Unavailable => {
+            Verdict::Unreachable { connection: false }
+        }
         Err(CallError::Status(_)) => Verdict::Answered,
         Err(_) => Verdict::Unknown,
     }

@@ -19,10 +19,13 @@ pub enum CallError {
     Deadline(Phase),
     #[error("no free slot within the deadline (--backend-concurrency {limit} reached)")]
     NoSlot { limit: usize },
-    /// The backend's answer, or tonic's when the call never got one (the message then says
-    /// what failed, e.g. "connection refused").
+    /// The backend's answer, or tonic's for a call the backend turned away.
     #[error("{}", .0.message())]
     Status(Status),
+    /// No connection to the backend, or the one there was broke: the status says what failed
+    /// ("tcp connect error: Connection refused"), always UNAVAILABLE.
+    #[error("{}", .0.message())]
+    Unreachable(Status),
 }
 
 /// Where a call was when its deadline passed.
@@ -56,7 +59,7 @@ impl CallError {
             CallError::AttemptTimeout { .. }
             | CallError::Deadline(_)
             | CallError::NoSlot { .. } => Code::DeadlineExceeded,
-            CallError::Status(s) => s.code(),
+            CallError::Status(s) | CallError::Unreachable(s) => s.code(),
         }
     }
 
@@ -64,7 +67,7 @@ impl CallError {
     /// (`UNAVAILABLE`), or one attempt ran out of its own time while the call has more.
     pub fn retryable(&self) -> bool {
         match self {
-            CallError::AttemptTimeout { .. } => true,
+            CallError::AttemptTimeout { .. } | CallError::Unreachable(_) => true,
             CallError::Status(s) => s.code() == Code::Unavailable,
             CallError::Deadline(_) | CallError::NoSlot { .. } => false,
         }
@@ -100,14 +103,17 @@ impl CallError {
             }
             next = e.source();
         }
-        let code = match status.code() {
-            // h2 fails a stream with the server's GOAWAY only when the server did not take it.
-            _ if goaway => Code::Unavailable,
-            Code::Unknown => Code::Unavailable,
-            Code::Cancelled if !timer => Code::Unavailable,
-            code => code,
-        };
-        CallError::Status(Status::new(code, message))
+        match status.code() {
+            // h2 fails a stream with the server's GOAWAY only when the server did not take it:
+            // the server is there, and turned the call away.
+            _ if goaway => CallError::Status(Status::unavailable(message)),
+            // tonic's own timer for the grpc-timeout we sent: the timeout layer above sees it.
+            Code::Cancelled if timer => CallError::Status(Status::new(Code::Cancelled, message)),
+            Code::Unknown | Code::Cancelled | Code::Unavailable => {
+                CallError::Unreachable(Status::unavailable(message))
+            }
+            code => CallError::Status(Status::new(code, message)),
+        }
     }
 }
 

@@ -136,19 +136,29 @@ fn client(
     origin: Option<&str>,
     keepalive: Keepalive,
 ) -> Result<BackendClient<Channel>, tonic::transport::Error> {
+    let channel = channel(url, origin, keepalive)?;
+    Ok(BackendClient::new(channel).accept_compressed(CompressionEncoding::Gzip))
+}
+
+/// A lazily connected channel to the endpoint at `url`, set up as every backend channel is
+/// (calls, and the health probes of ejected endpoints, alike).
+pub fn channel(
+    url: &str,
+    origin: Option<&str>,
+    keepalive: Keepalive,
+) -> Result<Channel, tonic::transport::Error> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())?;
     if let Some(origin) = origin.and_then(|o| o.parse().ok()) {
         endpoint = endpoint.origin(origin);
     }
-    let channel = endpoint
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(keepalive.interval)
         .keep_alive_timeout(keepalive.timeout)
         // gRFC A8: no pings without calls in flight.
         .keep_alive_while_idle(false)
-        .connect_lazy();
-    Ok(BackendClient::new(channel).accept_compressed(CompressionEncoding::Gzip))
+        .connect_lazy())
 }
 
 /// Whether `status` carries a GOAWAY `ENHANCE_YOUR_CALM` the backend sent.
