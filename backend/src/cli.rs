@@ -46,6 +46,12 @@ pub struct Cli {
     #[arg(long, env = "BACKEND_ALLOW_OVERRIDES")]
     pub allow_overrides: bool,
 
+    /// The most calls worked on at once, like a server with that many workers or a database
+    /// with that many connections: the rest wait their turn, first come first served, so past
+    /// CAPACITY/latency calls a second the latency grows with the line [default: no limit].
+    #[arg(long, env = "BACKEND_CAPACITY", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub capacity: Option<u32>,
+
     /// Seed for the latency and failure draws, so a run can be repeated exactly (calls drawn in
     /// arrival order). Without it every run differs.
     #[arg(long, env = "BACKEND_SEED")]
@@ -74,6 +80,7 @@ impl Cli {
             mode: self.mode.into(),
             allow_overrides: self.allow_overrides,
             seed: self.seed,
+            capacity: self.capacity.map(|c| c as usize),
             drain_delay: self.drain_delay.into(),
             grace_period: self.grace_period.into(),
         }
@@ -123,13 +130,14 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused_with_the_reason() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 7] = [
             (&["--latency", "uniform:9ms..1ms"], "above the high end"),
             (&["--fail-rate", "1.5"], "not a fraction from 0 to 1"),
             (&["--mode", "sleepy"], "invalid value 'sleepy'"),
             (&["--workers", "0"], "--workers"),
             (&["--name", "a b"], "not a usable name"),
             (&["--grace-period", "soon"], "not a duration"),
+            (&["--capacity", "0"], "--capacity"),
         ];
         for (args, want) in cases {
             let err = Cli::try_parse_from(std::iter::once("backend").chain(args.iter().copied()))

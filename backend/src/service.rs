@@ -26,6 +26,8 @@ pub struct BackendService {
     seeded: Option<Mutex<StdRng>>,
     /// `--mode cpu` runs on at most one thread per core.
     cpu_pool: Semaphore,
+    /// `--capacity`: the calls worked on at once; the rest wait their turn, in order.
+    capacity: Option<Semaphore>,
 }
 
 /// What one call will do.
@@ -41,10 +43,11 @@ impl BackendService {
         let seeded = config.seed.map(|s| Mutex::new(StdRng::seed_from_u64(s)));
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
-            config,
             counters,
             seeded,
             cpu_pool: Semaphore::new(cores),
+            capacity: config.capacity.map(Semaphore::new),
+            config,
         }
     }
 
@@ -194,6 +197,18 @@ impl BackendService {
             mode = plan.mode.cli_name(),
             delay_ms = plan.delay.as_millis() as u64,
         );
+        // With a capacity, a call waits its turn before its latency starts, as at a server with
+        // that many workers (or a database with that many connections): past N/L calls a
+        // second, latency grows with the line. Semaphore permits go first come, first served.
+        let _turn = match &self.capacity {
+            Some(pool) => Some(
+                pool.acquire()
+                    .instrument(tracing::info_span!("queue"))
+                    .await
+                    .map_err(|_| Status::unavailable("shutting down"))?,
+            ),
+            None => None,
+        };
         wait(plan.mode, plan.delay, &self.cpu_pool)
             .instrument(span)
             .await?;
