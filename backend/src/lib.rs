@@ -85,6 +85,7 @@ pub async fn run(
         fail_rate = config.fail_rate,
         mode = config.mode.cli_name(),
         allow_overrides = config.allow_overrides,
+        capacity = ?config.capacity,
         "backend starting"
     );
     let counters = Arc::new(Counters::default());
