@@ -12,6 +12,7 @@ use crate::Config;
 use crate::client::balance::Balance;
 use crate::client::error::Failed;
 use crate::client::fetch::Keepalive;
+use crate::client::limit::Limiter;
 use crate::client::replicas::Replicas;
 use crate::client::{Answered, BackendStack, Bounded, ReplyCache, StackCounters, StackState};
 
@@ -175,6 +176,10 @@ impl Backend {
         &self.state.counters
     }
 
+    pub fn limiter(&self) -> &Limiter {
+        &self.state.limiter
+    }
+
     pub fn replicas(&self) -> &Replicas {
         &self.replicas
     }
@@ -201,6 +206,7 @@ impl Backends {
                         config.retry,
                         config.hedge,
                         config.backend_concurrency,
+                        config.queue_timeout,
                         cache.clone(),
                     );
                     let replicas = Replicas::start(

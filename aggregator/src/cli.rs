@@ -12,7 +12,7 @@ use fanout_telemetry::TelemetryArgs;
 
 use crate::backends::{BackendSpec, check_specs};
 use crate::client::retry::RetryPolicy;
-use crate::{Config, HedgeAfter, HedgePolicy, ReplicaPolicy, Resolver};
+use crate::{Admission, Config, HedgeAfter, HedgePolicy, Limit, ReplicaPolicy, Resolver};
 use fanout_proto::limits::{MAX_TIMEOUT, MIN_TIMEOUT};
 
 /// Fans each request out to several `fanout.v1.Backend`s, with per-attempt timeouts, an overall
@@ -82,15 +82,23 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_HEDGE_BUDGET", default_value_t = DEFAULT.hedge.budget_ratio, value_parser = parse_hedge_budget)]
     pub hedge_budget: f32,
 
-    /// Most calls in flight at one backend; more wait for a slot (the wait counts against the
-    /// deadline).
-    #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = DEFAULT.backend_concurrency as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub backend_concurrency: u32,
+    /// Calls in flight at one backend: `auto` keeps the limit where the backend's latency stays
+    /// near its no-load minimum (growing while it holds, cutting back when it rises), or a
+    /// fixed number. Calls over the limit wait --queue-timeout at most.
+    #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = DEFAULT.backend_concurrency)]
+    pub backend_concurrency: Limit,
 
-    /// Most aggregate calls in flight; past it, calls are refused at once with
+    /// How long a call may wait for a backend slot before it fails fast with that backend's
+    /// RESOURCE_EXHAUSTED (the wait counts against the deadline) [default: 20ms with `auto`
+    /// limits; with a fixed limit, until the deadline].
+    #[arg(long, env = "AGGREGATOR_QUEUE_TIMEOUT", value_parser = human_duration)]
+    pub queue_timeout: Option<HumanDuration>,
+
+    /// Aggregate calls in flight: `auto` takes as many as the backends take now (the smallest
+    /// of their limits), or a fixed number. Past it, calls are refused at once with
     /// RESOURCE_EXHAUSTED (no queue, so memory stays bounded).
-    #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = DEFAULT.max_in_flight as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_in_flight: u32,
+    #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = DEFAULT.max_in_flight)]
+    pub max_in_flight: Admission,
 
     /// How to wait for the backends.
     #[arg(long, env = "AGGREGATOR_FANOUT", value_enum, default_value_t = DEFAULT.fanout.into())]
@@ -153,6 +161,15 @@ impl Cli {
     /// The configuration these flags describe, or what is wrong with them together.
     pub fn config(&self) -> Result<Config, String> {
         check_specs(&self.backends)?;
+        if self.backend_concurrency == Limit::Auto
+            && self.queue_timeout.is_some_and(|q| q.is_zero())
+        {
+            return Err(
+                "--queue-timeout 0s with --backend-concurrency auto would refuse every call the \
+                 limit holds back before the limit can adapt; give it a few milliseconds (20ms)"
+                    .into(),
+            );
+        }
         if *self.backoff_base > *self.backoff_cap {
             return Err(format!(
                 "--backoff-base {} is above --backoff-cap {}",
@@ -175,8 +192,9 @@ impl Cli {
                 max_hedges: self.max_hedges,
                 budget_ratio: self.hedge_budget,
             },
-            backend_concurrency: self.backend_concurrency as usize,
-            max_in_flight: self.max_in_flight as usize,
+            backend_concurrency: self.backend_concurrency,
+            queue_timeout: self.queue_timeout.map(Into::into),
+            max_in_flight: self.max_in_flight,
             fanout: self.fanout.into(),
             keepalive_interval: self.keepalive_interval.into(),
             keepalive_timeout: self.keepalive_timeout.into(),

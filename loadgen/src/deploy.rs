@@ -89,8 +89,8 @@ impl Deployment {
                         max_attempts: 1,
                         ..Default::default()
                     },
-                    backend_concurrency: 100_000,
-                    max_in_flight: 100_000,
+                    backend_concurrency: aggregator::Limit::Fixed(100_000),
+                    max_in_flight: aggregator::Admission::Fixed(100_000),
                     allow_overrides: true,
                     grace_period: Duration::from_secs(1),
                     ..aggregator::Config::new(specs)

@@ -126,7 +126,13 @@ async fn a_dead_replica_is_ejected_its_calls_retried_elsewhere_and_it_returns() 
     // Ejected, it got few of the calls: the three failures that ejected it, and few more.
     assert!(dead_ep.failed <= 20, "{dead_ep:?}");
     // Its ejection runs out and it is back in the rotation (to fail again, being dead).
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !endpoints(&agg).await[2].ejected
+        })
+        .await,
+        "its ejection never ran out"
+    );
     calls(&agg, 40).await;
     let eps = endpoints(&agg).await;
     println!("later: {:?}", eps[2]);

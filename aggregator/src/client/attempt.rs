@@ -86,6 +86,7 @@ where
             hedge = req.hedge,
             backoff_ms = req.backoff.as_secs_f64() * 1e3,
             endpoint = tracing::field::Empty,
+            queued_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
         let made = req.attempts_counter();

@@ -19,6 +19,16 @@ pub enum CallError {
     Deadline(Phase),
     #[error("no free slot within the deadline (--backend-concurrency {limit} reached)")]
     NoSlot { limit: usize },
+    #[error(
+        "not sent: over its concurrency limit of {limit}{} for {} (--queue-timeout)",
+        if *.adaptive { " (adaptive, --backend-concurrency auto)" } else { " (--backend-concurrency)" },
+        fmt_duration(*.waited)
+    )]
+    OverLimit {
+        limit: usize,
+        adaptive: bool,
+        waited: Duration,
+    },
     /// The backend's answer, or tonic's for a call the backend turned away.
     #[error("{}", .0.message())]
     Status(Status),
@@ -59,6 +69,7 @@ impl CallError {
             CallError::AttemptTimeout { .. }
             | CallError::Deadline(_)
             | CallError::NoSlot { .. } => Code::DeadlineExceeded,
+            CallError::OverLimit { .. } => Code::ResourceExhausted,
             CallError::Status(s) | CallError::Unreachable(s) => s.code(),
         }
     }
@@ -69,7 +80,10 @@ impl CallError {
         match self {
             CallError::AttemptTimeout { .. } | CallError::Unreachable(_) => true,
             CallError::Status(s) => s.code() == Code::Unavailable,
-            CallError::Deadline(_) | CallError::NoSlot { .. } => false,
+            // Shed on purpose: a retry would join the same line.
+            CallError::Deadline(_) | CallError::NoSlot { .. } | CallError::OverLimit { .. } => {
+                false
+            }
         }
     }
 

@@ -9,7 +9,8 @@
 //!                other is cancelled; a budget
 //!    Attempt     one span per attempt (traceparent goes out under it), counted; no attempt
 //!                starts without time for one
-//!     Limit      per-backend concurrency: the wait for a slot is bounded by the deadline
+//!     Limit      per-backend concurrency, fixed or adaptive (following the backend's latency);
+//!                the wait for a slot is bounded by --queue-timeout and the deadline
 //!      Timeout   one attempt's bound: the smaller of its own timeout and what the deadline leaves
 //!       Balance  one of the backend's replicas, by power of two choices, preferring one this
 //!                call has not tried; outcomes feed outlier ejection
@@ -40,7 +41,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::retry::RetryLayer;
@@ -51,7 +51,7 @@ use self::attempt::AttemptLayer;
 use self::cache::{Cache, CacheLayer};
 use self::error::Failed;
 use self::hedge::{HedgeLayer, HedgePolicy, Hedging};
-use self::limit::ConcurrencyLimitLayer;
+use self::limit::{ConcurrencyLimitLayer, Limit, Limiter};
 use self::retry::{Retries, RetryPolicy};
 use self::timeout::AttemptTimeoutLayer;
 
@@ -187,9 +187,8 @@ pub struct StackState {
     /// This backend's retry budget: a backend that always fails spends its own, not the
     /// tokens another backend's retries need.
     pub budget: Arc<TpsBudget>,
-    /// `--backend-concurrency` slots.
-    pub slots: Arc<Semaphore>,
-    pub slot_count: usize,
+    /// `--backend-concurrency`: this backend's slots, fixed or adaptive.
+    pub limiter: Arc<Limiter>,
     pub counters: Arc<StackCounters>,
     /// The aggregator's cache (shared by all backends, keyed by backend and query), if on.
     pub cache: Option<ReplyCache>,
@@ -202,16 +201,17 @@ impl StackState {
         name: &str,
         retry: RetryPolicy,
         hedge: HedgePolicy,
-        concurrency: usize,
+        limit: Limit,
+        queue_timeout: Option<Duration>,
         cache: Option<ReplyCache>,
     ) -> Self {
         let counters: Arc<StackCounters> = Arc::default();
+        let name: Arc<str> = name.into();
         StackState {
-            name: name.into(),
+            limiter: Arc::new(Limiter::new(name.clone(), limit, queue_timeout)),
+            name,
             budget: Arc::new(retry.budget()),
             retry,
-            slots: Arc::new(Semaphore::new(concurrency)),
-            slot_count: concurrency,
             hedging: Arc::new(Hedging::new(hedge, counters.clone())),
             counters,
             cache,
@@ -255,10 +255,7 @@ where
         .layer(AttemptLayer::new(state.counters.clone()))
         // Above the timeout, so the wait for a slot is not charged to the attempt's own timeout
         // (a queue is not the backend being slow) but only to the call's deadline.
-        .layer(ConcurrencyLimitLayer::new(
-            state.slots.clone(),
-            state.slot_count,
-        ))
+        .layer(ConcurrencyLimitLayer::new(state.limiter.clone()))
         // Innermost: the attempt's bound, which the deadline may shorten; it narrows the
         // deadline the client sends as grpc-timeout.
         .layer(AttemptTimeoutLayer)
