@@ -9,9 +9,9 @@ use fanout_proto::paths;
 use fanout_proto::v1::{ServerStats, StatsRequest};
 use tonic::Code;
 
+use crate::caller::Caller;
 use crate::conn::Conn;
 use crate::model::Rpc;
-use crate::workers::Caller;
 
 /// `host:port` becomes `http://host:port`.
 pub fn normalize_url(url: &str) -> String {
@@ -44,7 +44,8 @@ pub async fn connect(url: &str, n: u32) -> anyhow::Result<Vec<Conn>> {
     Ok(conns)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources in one line, each said once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -76,8 +77,8 @@ pub async fn probe(url: &str, conn: &Conn, rpc: Rpc) -> anyhow::Result<()> {
             }
         ),
         Err(s) => bail!(
-            "{url} is not a working {service}: {:?}: {}",
-            s.code(),
+            "{url} is not a working {service}: {}: {}",
+            fanout_proto::code_name(s.code()),
             s.message()
         ),
     }
@@ -98,8 +99,8 @@ pub async fn probe_caller(caller: &Caller) -> anyhow::Result<()> {
             ) =>
         {
             bail!(
-                "the target refused the request: {:?}: {}",
-                s.code(),
+                "the target refused the request: {}: {}",
+                fanout_proto::code_name(s.code()),
                 s.message()
             )
         }
