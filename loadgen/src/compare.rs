@@ -183,9 +183,9 @@ async fn check_target(url: &str) -> anyhow::Result<usize> {
         .await
         .map_err(|s| {
             anyhow::anyhow!(
-                "{url} refused a call with overrides ({:?}: {}); compare drives a live deployment \
+                "{url} refused a call with overrides ({}: {}); compare drives a live deployment \
              through overrides, so start the aggregator and its backends with --allow-overrides",
-                s.code(),
+                fanout_proto::code_name(s.code()),
                 s.message()
             )
         })?;

@@ -161,10 +161,10 @@ pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
         .map_err(|e| format!("the histogram is not base64 ({e})"))?;
     let read: Histogram<u64> = Deserializer::new()
         .deserialize(&mut &bytes[..])
-        .map_err(|e| format!("the histogram cannot be read ({e:?})"))?;
+        .map_err(|e| format!("the histogram cannot be read ({e})"))?;
     let mut ours = histogram();
     ours.add(&read)
-        .map_err(|e| format!("the histogram holds values outside 1 µs to one hour ({e:?})"))?;
+        .map_err(|e| format!("the histogram holds values outside 1 µs to one hour ({e})"))?;
     Ok(ours)
 }
 
