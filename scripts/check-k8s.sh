@@ -4,7 +4,8 @@
 # and a headless Service; the aggregator's Deployment and ClusterIP Service; gRPC readiness and
 # liveness probes; terminationGracePeriodSeconds above --drain-delay + --grace-period; resource
 # requests and limits; a non-root, read-only, capability-free security context; every env var a
-# flag of the binary it configures (read from its --help), and every backend URL a Service here.
+# flag of the binary it configures (read from its --help), and every backend URL a Service here;
+# and the loadgen Job (deploy/k8s/loadgen-job.yaml, applied on its own).
 #
 # Usage: scripts/check-k8s.sh [BIN_DIR]   (BIN_DIR holds backend/aggregator/loadgen for the
 # env var check; default target/debug, skipped with a note when they are not built)
@@ -30,6 +31,8 @@ import yaml
 
 path = sys.argv[1]
 docs = [d for d in yaml.safe_load_all(open(path)) if d]
+# The loadgen Job is applied on its own (`apply -k` must not start a load): check it too.
+job_docs = [d for d in yaml.safe_load_all(open("deploy/k8s/loadgen-job.yaml")) if d]
 problems = []
 def need(cond, what):
     if not cond:
@@ -92,12 +95,27 @@ for spec in (env.get("AGGREGATOR_BACKENDS") or "").split(","):
     name, _, url = spec.partition("=")
     host = re.sub(r"^https?://", "", url).split(":")[0]
     need(("Service", host) in by, f"aggregator backend {name}: no Service {host}")
-for job in (d for d in docs if d["kind"] == "Job"):
-    need(job["spec"]["template"]["spec"].get("restartPolicy") in ("Never", "OnFailure"),
-         f"Job {job['metadata']['name']}: restartPolicy")
+jobs = [d for d in job_docs if d["kind"] == "Job"]
+need(len(jobs) == 1, "deploy/k8s/loadgen-job.yaml has no Job")
+for job in jobs:
+    pod = job["spec"]["template"]["spec"]
+    need(pod.get("restartPolicy") in ("Never", "OnFailure"), f"Job {job['metadata']['name']}: restartPolicy")
+    need(job["spec"].get("parallelism", 1) > 1, "the loadgen Job runs one pod: nothing to merge")
+    (c,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    helpfile = f"{path}.loadgen.help"
+    if os.path.exists(helpfile):
+        help_text = open(helpfile).read()
+        for var in env:
+            need(f"env: {var}=" in help_text, f"loadgen Job: {var} is not a flag of loadgen run (--help)")
+    need("{host}" in (env.get("LOADGEN_JSON") or ""), "loadgen Job: its reports would overwrite each other (no {host})")
+    claims = {d["metadata"]["name"] for d in job_docs if d["kind"] == "PersistentVolumeClaim"}
+    for v in pod.get("volumes", []):
+        if "persistentVolumeClaim" in v:
+            need(v["persistentVolumeClaim"]["claimName"] in claims, f"loadgen Job: no claim {v}")
 
-kinds = sorted({f'{d["kind"]}/{d["metadata"]["name"]}' for d in docs})
-print(f"  rendered {len(docs)} objects: {', '.join(kinds)}")
+kinds = sorted({f'{d["kind"]}/{d["metadata"]["name"]}' for d in docs + job_docs})
+print(f"  rendered {len(docs)} objects, and the loadgen Job file: {', '.join(kinds)}")
 if problems:
     for p in problems:
         print("FAIL:", p)
