@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The loadgen at scale (docs/bench-loadgen-scale.md): release builds, loopback only, every run
+# The loadgen at scale (BENCHMARKS.md §5): release builds, loopback only, every run
 # bounded by its duration (and `timeout` as a backstop), servers stopped on exit.
 #
 #   1. Open loop: --rate 20000 for DURATION against a zero-latency backend, ROUNDS times: the
