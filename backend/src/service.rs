@@ -32,7 +32,7 @@ pub struct BackendService {
 
 /// What one call will do.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Plan {
+struct Simulation {
     delay: Duration,
     fail: bool,
     mode: Mode,
@@ -66,7 +66,7 @@ impl BackendService {
     }
 
     /// Checks the request and works out what this call will do.
-    fn plan(&self, req: &FetchRequest) -> Result<Plan, Status> {
+    fn plan(&self, req: &FetchRequest) -> Result<Simulation, Status> {
         limits::query(&req.query).map_err(invalid)?;
         let overrides = req.delay_ms.is_some() || req.fail.is_some() || req.mode.is_some();
         if overrides && !self.config.allow_overrides {
@@ -81,7 +81,7 @@ impl BackendService {
             .map_err(invalid)?
             .unwrap_or(self.config.mode);
         let (drawn, drawn_fail) = self.draw();
-        Ok(Plan {
+        Ok(Simulation {
             delay: req
                 .delay_ms
                 .map_or(drawn, |ms| Duration::from_millis(ms.into())),
@@ -188,7 +188,7 @@ impl BackendService {
     async fn serve(
         &self,
         req: FetchRequest,
-        plan: Plan,
+        plan: Simulation,
         caller_timeout: Option<Duration>,
     ) -> Result<FetchReply, Status> {
         let span = tracing::info_span!(
