@@ -1,4 +1,5 @@
-//! Spreads a backend's calls over its replicas: power of two choices over calls in flight, each
+//! Spreads a backend's calls over its replicas: power of two choices weighing answer time by
+//! calls in flight (peak-EWMA, see [`Replicas::pick`]), each
 //! endpoint with its own lazily connected channel ([`Fetch`]), outcomes counted for ejection,
 //! and the endpoint named in the attempt's span.
 //!
@@ -107,8 +108,10 @@ impl Service<Bounded<FetchRequest>> for Balance {
             let fetch = this.client(&replica)?;
             replica.in_flight.fetch_add(1, Relaxed);
             let _in_flight = InFlight(replica.clone());
+            let started = tokio::time::Instant::now();
             let outcome = fetch.oneshot(req).await;
-            this.replicas.record(&replica, verdict(&outcome));
+            this.replicas
+                .record(&replica, verdict(&outcome), started.elapsed());
             outcome
         }
         .boxed()

@@ -104,6 +104,55 @@ pub struct Replica {
     /// Connection failures and UNAVAILABLE answers since the last success.
     consecutive: AtomicU32,
     ejection: Mutex<Ejection>,
+    /// Its answer time, peak-EWMA (see [`Rtt`]).
+    rtt: Mutex<Rtt>,
+}
+
+/// An endpoint's answer time as the balancer weighs it: peak-EWMA, as Finagle, linkerd and
+/// tower's `PeakEwma` keep it. A slower answer than the estimate is taken at once (a replica that
+/// turns slow is avoided at once); a faster one moves the estimate by how long it has been since
+/// the last (smoothing, over about [`RTT_DECAY`]); and with no answers the estimate decays toward
+/// zero, so an endpoint avoided for being slow is tried again now and then, and found recovered.
+#[derive(Debug)]
+struct Rtt {
+    nanos: f64,
+    at: Instant,
+}
+
+/// How fast an endpoint's answer-time estimate forgets.
+const RTT_DECAY: Duration = Duration::from_secs(10);
+/// A new endpoint's estimate until it answers: low, so it is tried soon.
+const RTT_START: Duration = Duration::from_millis(1);
+
+impl Rtt {
+    fn new(now: Instant) -> Self {
+        Rtt {
+            nanos: RTT_START.as_nanos() as f64,
+            at: now,
+        }
+    }
+
+    fn decay(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_nanos() as f64;
+        (-elapsed / RTT_DECAY.as_nanos() as f64).exp()
+    }
+
+    /// The estimate at `now`.
+    fn estimate(&self, now: Instant) -> f64 {
+        self.nanos * self.decay(now)
+    }
+
+    fn observe(&mut self, took: Duration, now: Instant) {
+        let took = took.as_nanos() as f64;
+        let current = self.estimate(now);
+        self.nanos = if took > current {
+            took
+        } else {
+            let decay = self.decay(now);
+            current * decay + took * (1.0 - decay)
+        };
+        self.at = now;
+    }
 }
 
 #[derive(Debug, Default)]
@@ -128,7 +177,18 @@ impl Replica {
             failed: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             ejection: Mutex::new(Ejection::default()),
+            rtt: Mutex::new(Rtt::new(Instant::now())),
         }
+    }
+
+    /// What calling it costs now: its answer-time estimate times the calls it would then have.
+    fn cost(&self, now: Instant) -> f64 {
+        let rtt = self
+            .rtt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .estimate(now);
+        rtt * (self.in_flight.load(Relaxed) + 1) as f64
     }
 
     /// Whether it is out of the rotation at `now`.
@@ -285,7 +345,8 @@ impl Replicas {
     }
 
     /// Power of two choices: of the endpoints in rotation, preferring those this call has not
-    /// tried yet, two at random, and of those the one with fewer calls in flight.
+    /// tried yet, two at random, and of those the cheaper: answer time (peak-EWMA) times the
+    /// calls it would then have in flight.
     pub fn pick(&self, tried: &[u64]) -> Option<Arc<Replica>> {
         let set = self.current();
         let now = Instant::now();
@@ -316,11 +377,7 @@ impl Replicas {
                 let a = rng.random_range(0..n);
                 let b = (a + rng.random_range(1..n)) % n;
                 let (a, b) = (pool[a], pool[b]);
-                let pick = if a.in_flight.load(Relaxed) <= b.in_flight.load(Relaxed) {
-                    a
-                } else {
-                    b
-                };
+                let pick = if a.cost(now) <= b.cost(now) { a } else { b };
                 Some(pick.clone())
             }
         }
@@ -344,14 +401,21 @@ impl Replicas {
         }
     }
 
-    /// Counts one call's outcome at `r`, ejecting it when it has failed too often in a row.
-    pub fn record(self: &Arc<Self>, r: &Arc<Replica>, verdict: Verdict) {
+    /// Counts one call's outcome at `r` (which took `took`), ejecting it when it has failed too
+    /// often in a row.
+    pub fn record(self: &Arc<Self>, r: &Arc<Replica>, verdict: Verdict, took: Duration) {
+        let now = Instant::now();
         match verdict {
             Verdict::Answered => {
                 r.served.fetch_add(1, Relaxed);
                 r.consecutive.store(0, Relaxed);
+                r.rtt
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .observe(took, now);
             }
             Verdict::Unreachable { connection } => {
+                // No answer time to learn from: ejection deals with an endpoint that fails.
                 r.failed.fetch_add(1, Relaxed);
                 let n = r.consecutive.fetch_add(1, Relaxed) + 1;
                 if n >= self.policy.eject_after && self.eject(r) && connection {
@@ -530,5 +594,28 @@ async fn probe(replicas: Weak<Replicas>, r: Arc<Replica>) {
             );
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_answer_time_jumps_to_a_peak_and_forgets_it_slowly() {
+        let start = Instant::now();
+        let mut rtt = Rtt::new(start);
+        rtt.observe(Duration::from_millis(10), start);
+        assert!((rtt.estimate(start) - 10e6).abs() < 1.0);
+        // A slow answer is taken at once.
+        rtt.observe(Duration::from_millis(100), start);
+        assert!((rtt.estimate(start) - 100e6).abs() < 1.0);
+        // Fast answers soon after move it only a little...
+        let soon = start + Duration::from_millis(100);
+        rtt.observe(Duration::from_millis(10), soon);
+        assert!(rtt.estimate(soon) > 90e6, "{}", rtt.estimate(soon));
+        // ...and with no answers it decays: after a decay time, to about a third.
+        let later = soon + RTT_DECAY;
+        assert!(rtt.estimate(later) < 40e6, "{}", rtt.estimate(later));
     }
 }
