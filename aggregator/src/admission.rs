@@ -33,15 +33,8 @@ pub const MAX_ADMISSION: usize = 1_000_000;
 impl FromStr for Admission {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "auto" => Ok(Admission::Auto),
-            n => match n.parse::<usize>() {
-                Ok(n) if (1..=MAX_ADMISSION).contains(&n) => Ok(Admission::Fixed(n)),
-                _ => Err(format!(
-                    "`{s}` is neither `auto` nor a number of calls from 1 to {MAX_ADMISSION}"
-                )),
-            },
-        }
+        let count = crate::client::limit::auto_or_count(s, MAX_ADMISSION)?;
+        Ok(count.map_or(Admission::Auto, Admission::Fixed))
     }
 }
 

@@ -15,6 +15,7 @@ use fanout_tests::hostile::{HostileBackend, Misbehaviour};
 use fanout_tests::load::{aggregator_process, backend_process, vm_rss_kib};
 use fanout_tests::*;
 use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
 
 /// Aggregate calls at `url` for `for_how_long`, one after another; each must succeed as a whole.
 async fn calls_for(url: &str, for_how_long: Duration) -> Vec<(Duration, AggregateReply)> {
@@ -112,28 +113,47 @@ async fn a_backend_that_is_not_http2_is_a_failure_not_a_hang() {
     );
 }
 
-/// A backend server that takes two streams per connection at a time (an h2 setting grpcio and
-/// proxies use too), in front of one of ours.
-fn narrow_backend() -> fanout_server::thread::ServerThread {
-    let config = backend_config("narrow", "20ms");
+/// How a test server is shut down: when this resolves.
+type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// One of our backends served by a tonic server `serve` sets up (not `fanout_server`'s), on a
+/// runtime of its own, until dropped.
+fn backend_on<F, Fut>(name: &str, latency: &str, serve: F) -> fanout_server::thread::ServerThread
+where
+    F: FnOnce(BackendServer<backend::service::BackendService>, TcpIncoming, Stop) -> Fut
+        + Send
+        + 'static,
+    Fut: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    let config = backend_config(name, latency);
     fanout_server::thread::ServerThread::start(
-        "narrow",
+        name,
         2,
         "127.0.0.1:0".parse().unwrap(),
         |listener, stop| {
             let service = backend::service::BackendService::new(config, Counters::default().into());
-            tonic::transport::Server::builder()
-                .max_concurrent_streams(2)
-                .add_service(BackendServer::new(service))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    async {
-                        let _ = stop.await;
-                    },
-                )
+            let stop: Stop = Box::pin(async {
+                let _ = stop.await;
+            });
+            serve(
+                BackendServer::new(service),
+                TcpIncoming::from(listener),
+                stop,
+            )
         },
     )
-    .expect("start the narrow backend")
+    .expect("start the backend")
+}
+
+/// A backend server that takes two streams per connection at a time (an h2 setting grpcio and
+/// proxies use too), in front of one of ours.
+fn narrow_backend() -> fanout_server::thread::ServerThread {
+    backend_on("narrow", "20ms", |service, incoming, stop| {
+        tonic::transport::Server::builder()
+            .max_concurrent_streams(2)
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,35 +189,22 @@ async fn a_burst_of_twenty_to_a_backend_that_takes_two_streams() {
 /// One of our backends whose server compresses its replies with gzip whenever the caller
 /// accepts it (as grpcio servers with compression on do); `zipped` says whether it did.
 fn gzip_backend(zipped: Arc<AtomicBool>) -> fanout_server::thread::ServerThread {
-    let config = backend_config("zipped", "1ms");
-    fanout_server::thread::ServerThread::start(
-        "zipped",
-        2,
-        "127.0.0.1:0".parse().unwrap(),
-        |listener, stop| {
-            let service = backend::service::BackendService::new(config, Counters::default().into());
-            let seen = tower::ServiceBuilder::new().map_response(move |res: http::Response<_>| {
-                if res
-                    .headers()
-                    .get("grpc-encoding")
-                    .is_some_and(|e| e == "gzip")
-                {
-                    zipped.store(true, Ordering::Relaxed);
-                }
-                res
-            });
-            tonic::transport::Server::builder()
-                .layer(seen)
-                .add_service(BackendServer::new(service).send_compressed(CompressionEncoding::Gzip))
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(listener),
-                    async {
-                        let _ = stop.await;
-                    },
-                )
-        },
-    )
-    .expect("start the gzip backend")
+    backend_on("zipped", "1ms", move |service, incoming, stop| {
+        let seen = tower::ServiceBuilder::new().map_response(move |res: http::Response<_>| {
+            if res
+                .headers()
+                .get("grpc-encoding")
+                .is_some_and(|e| e == "gzip")
+            {
+                zipped.store(true, Ordering::Relaxed);
+            }
+            res
+        });
+        tonic::transport::Server::builder()
+            .layer(seen)
+            .add_service(service.send_compressed(CompressionEncoding::Gzip))
+            .serve_with_incoming_shutdown(incoming, stop)
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

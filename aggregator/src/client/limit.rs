@@ -52,15 +52,20 @@ pub enum Limit {
 impl FromStr for Limit {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim() {
-            "auto" => Ok(Limit::Auto),
-            n => match n.parse::<usize>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Limit::Fixed(n)),
-                _ => Err(format!(
-                    "`{s}` is neither `auto` nor a number of calls from 1 to {MAX_LIMIT}"
-                )),
-            },
-        }
+        Ok(auto_or_count(s, MAX_LIMIT)?.map_or(Limit::Auto, Limit::Fixed))
+    }
+}
+
+/// A flag that is `auto` (`None`) or a number of calls from 1 to `max`.
+pub(crate) fn auto_or_count(s: &str, max: usize) -> Result<Option<usize>, String> {
+    match s.trim() {
+        "auto" => Ok(None),
+        n => match n.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(Some(n)),
+            _ => Err(format!(
+                "`{s}` is neither `auto` nor a number of calls from 1 to {max}"
+            )),
+        },
     }
 }
 
