@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use fanout_proto::cli::{HumanDuration, ModeArg, human_duration};
+use fanout_server::ConnLimitsArgs;
 use fanout_telemetry::TelemetryArgs;
+use fanout_tls::ServerTlsArgs;
 
 use crate::latency::LatencySpec;
 use crate::{Config, MAX_WORKERS};
@@ -61,6 +63,12 @@ pub struct Cli {
     pub grace_period: HumanDuration,
 
     #[command(flatten)]
+    pub tls: ServerTlsArgs,
+
+    #[command(flatten)]
+    pub limits: ConnLimitsArgs,
+
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 
@@ -76,6 +84,8 @@ impl Cli {
             seed: self.seed,
             drain_delay: self.drain_delay.into(),
             grace_period: self.grace_period.into(),
+            tls: self.tls.files(),
+            limits: self.limits.limits(),
         }
     }
 }

@@ -7,6 +7,7 @@ use backend::latency::LatencySpec;
 use clap::{Args, Parser, Subcommand};
 pub use fanout_proto::cli::{FanoutArg, ModeArg};
 use fanout_proto::cli::{duration, positive_duration};
+use fanout_tls::ClientTlsArgs;
 
 use crate::model::{Load, Rpc};
 
@@ -56,6 +57,10 @@ pub struct HealthArgs {
     /// How long to wait for an answer.
     #[arg(long, default_value = "2s", value_parser = positive_duration)]
     pub timeout: Duration,
+
+    /// For an https:// URL.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// How much load; shared by `run` and `compare`.
@@ -151,6 +156,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub local: LocalArgs,
 
+    /// For an https:// --target.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+
     /// Also write the report as JSON to this file.
     #[arg(long, env = "LOADGEN_JSON")]
     pub json: Option<PathBuf>,
@@ -219,6 +228,10 @@ pub struct CompareArgs {
 
     #[command(flatten)]
     pub local: LocalArgs,
+
+    /// For an https:// --target.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 
     /// Where to write the JSON report.
     #[arg(long, env = "LOADGEN_JSON", default_value = "out/compare.json")]

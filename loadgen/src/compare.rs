@@ -7,6 +7,7 @@ use anyhow::bail;
 use backend::latency::LatencySpec;
 use fanout_proto::paths;
 use fanout_proto::v1::{AggregateReply, AggregateRequest, Fanout, FetchRequest, Mode};
+use fanout_tls::ClientTlsArgs;
 use tokio::sync::watch;
 
 use crate::cli::CompareArgs;
@@ -38,7 +39,7 @@ pub async fn compare(
                 "with --target, --latency must be a fixed duration such as 50ms (it is sent as delay_ms)"
             );
         };
-        backends = check_target(url).await?;
+        backends = check_target(url, &args.tls).await?;
     }
     let load = args.load.load(args.duration, args.warmup);
     eprintln!(
@@ -161,8 +162,8 @@ struct Cell {
 }
 
 /// Checks a live target for `compare`; returns how many backends a call fans out to.
-async fn check_target(url: &str) -> anyhow::Result<usize> {
-    let conn = connect(url, 1).await?.remove(0);
+async fn check_target(url: &str, tls: &ClientTlsArgs) -> anyhow::Result<usize> {
+    let conn = connect(url, 1, tls).await?.remove(0);
     probe(url, &conn, Rpc::Aggregate).await?;
     let req = AggregateRequest {
         query: "loadgen-probe".into(),
@@ -246,7 +247,7 @@ async fn measure_row(
     };
     let load_warmup = load.warmup;
     let measured = async {
-        let conns = connect(&url, args.load.connections).await?;
+        let conns = connect(&url, args.load.connections, &args.tls).await?;
         let callers = workers::callers(
             Rpc::Aggregate,
             &conns,

@@ -8,6 +8,7 @@ use anyhow::Context;
 use backend::latency::LatencySpec;
 use fanout_proto::v1::{Fanout, Mode};
 use fanout_server::thread::ServerThread;
+use fanout_tls::ClientTls;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -136,7 +137,7 @@ pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut last_error = String::new();
     while tokio::time::Instant::now() < deadline {
-        match health(url, "", Duration::from_secs(2)).await {
+        match health(url, "", Duration::from_secs(2), &ClientTls::system()).await {
             Ok(ServingStatus::Serving) => return Ok(()),
             Ok(other) => last_error = format!("health is {other:?}"),
             Err(e) => last_error = e.to_string(),
@@ -146,11 +147,25 @@ pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not become healthy within {limit:?}: {last_error}")
 }
 
-/// One health check of `service` ("" = the whole server) at `url`, bounded by `limit`.
-pub async fn health(url: &str, service: &str, limit: Duration) -> anyhow::Result<ServingStatus> {
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
+/// One health check of `service` ("" = the whole server) at `url` (over TLS with `tls` for
+/// `https://`), bounded by `limit`.
+pub async fn health(
+    url: &str,
+    service: &str,
+    limit: Duration,
+    tls: &ClientTls,
+) -> anyhow::Result<ServingStatus> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
         .connect_timeout(limit)
         .timeout(limit);
+    if endpoint.uri().scheme_str() == Some("https") {
+        let host = endpoint.uri().host().unwrap_or_default();
+        let domain = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        endpoint = endpoint.tls_config(tls.tonic(&domain))?;
+    }
     let channel = endpoint.connect().await?;
     let reply = HealthClient::new(channel)
         .check(HealthCheckRequest {

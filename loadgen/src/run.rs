@@ -59,7 +59,7 @@ async fn run_against(
     overrides: bool,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<RunReport> {
-    let conns = connect(target, args.load.connections).await?;
+    let conns = connect(target, args.load.connections, &args.tls).await?;
     probe(target, &conns[0], args.rpc).await?;
     let delay_ms = args
         .delay

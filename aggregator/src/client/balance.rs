@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
+use fanout_tls::ClientTls;
 use futures::future::{BoxFuture, FutureExt};
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
@@ -27,16 +28,19 @@ use super::replicas::{Replica, Replicas, Verdict};
 pub struct Balance {
     replicas: Arc<Replicas>,
     keepalive: Keepalive,
+    /// For `https://` endpoints.
+    tls: ClientTls,
     /// This runtime's channel to each endpoint, by replica id.
     clients: Arc<Mutex<HashMap<u64, Fetch>>>,
 }
 
 impl Balance {
     /// Must be called within the runtime the channels should live on.
-    pub fn new(replicas: Arc<Replicas>, keepalive: Keepalive) -> Self {
+    pub fn new(replicas: Arc<Replicas>, keepalive: Keepalive, tls: ClientTls) -> Self {
         Balance {
             replicas,
             keepalive,
+            tls,
             clients: Arc::default(),
         }
     }
@@ -55,6 +59,7 @@ impl Balance {
             &r.url,
             r.origin.as_deref(),
             self.keepalive,
+            &self.tls,
         )
         .map_err(|e| CallError::Status(Status::internal(format!("endpoint {}: {e}", r.addr))))?;
         clients.insert(r.id, fetch.clone());

@@ -92,7 +92,7 @@ pub struct Replica {
     pub id: u64,
     /// `ip:port` (or `host:port` for a name not resolved by us), as it is shown.
     pub addr: String,
-    /// What to connect to, `http://ip:port`.
+    /// What to connect to, `http://ip:port` or `https://ip:port`.
     pub url: String,
     /// The URL as configured, when it named a host: requests still carry that host.
     pub origin: Option<String>,
@@ -115,11 +115,11 @@ struct Ejection {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Replica {
-    fn new(addr: SocketAddr, origin: Option<String>) -> Self {
+    fn new(scheme: &str, addr: SocketAddr, origin: Option<String>) -> Self {
         Replica {
             id: NEXT_ID.fetch_add(1, Relaxed),
             addr: addr.to_string(),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             origin,
             in_flight: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -177,31 +177,44 @@ impl fmt::Debug for Replicas {
     }
 }
 
-/// A configured URL: an address to use as it is, or a name to resolve.
+/// A configured URL: an address to use as it is, or a name to resolve; either way with the
+/// URL's scheme (`http` or `https`).
 #[derive(Debug, Clone)]
 enum Source {
-    Fixed(SocketAddr),
-    Named {
-        host: String,
-        port: u16,
-        url: String,
-    },
+    Fixed(&'static str, SocketAddr),
+    Named(Name),
+}
+
+/// A host name to resolve, from a configured URL.
+#[derive(Debug, Clone)]
+struct Name {
+    scheme: &'static str,
+    host: String,
+    port: u16,
+    /// The URL as configured: its endpoints' origin.
+    url: String,
 }
 
 impl Source {
-    /// `url` was checked by `BackendSpec`: `http://host:port`.
+    /// `url` was checked by `BackendSpec`: `http://host:port` or `https://host:port`.
     fn of(url: &str) -> Source {
         let uri: http::Uri = url.parse().expect("a URL BackendSpec checked");
+        let scheme = if uri.scheme_str() == Some("https") {
+            "https"
+        } else {
+            "http"
+        };
         let host = uri.host().unwrap_or_default();
         let port = uri.port_u16().unwrap_or(80);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         match bare.parse::<IpAddr>() {
-            Ok(ip) => Source::Fixed(SocketAddr::new(ip, port)),
-            Err(_) => Source::Named {
+            Ok(ip) => Source::Fixed(scheme, SocketAddr::new(ip, port)),
+            Err(_) => Source::Named(Name {
+                scheme,
                 host: bare.to_owned(),
                 port,
                 url: url.to_owned(),
-            },
+            }),
         }
     }
 }
@@ -216,17 +229,19 @@ impl Replicas {
         resolver: Resolver,
     ) -> Arc<Replicas> {
         let sources: Vec<Source> = urls.iter().map(|u| Source::of(u)).collect();
-        let fixed: Vec<Arc<Replica>> = dedup(sources.iter().filter_map(|s| match s {
-            Source::Fixed(addr) => Some(*addr),
-            Source::Named { .. } => None,
-        }))
-        .map(|addr| Arc::new(Replica::new(addr, None)))
-        .collect();
-        let named: Vec<(String, u16, String)> = sources
+        let mut fixed: Vec<Arc<Replica>> = Vec::new();
+        for s in &sources {
+            if let Source::Fixed(scheme, addr) = s
+                && !fixed.iter().any(|r| r.addr == addr.to_string())
+            {
+                fixed.push(Arc::new(Replica::new(scheme, *addr, None)));
+            }
+        }
+        let named: Vec<Name> = sources
             .into_iter()
             .filter_map(|s| match s {
-                Source::Named { host, port, url } => Some((host, port, url)),
-                Source::Fixed(_) => None,
+                Source::Named(name) => Some(name),
+                Source::Fixed(..) => None,
             })
             .collect();
         let replicas = Arc::new(Replicas {
@@ -394,14 +409,15 @@ impl Replicas {
         );
     }
 
-    /// Replaces the named part of the set with `found` (the fixed part stays).
-    fn update(&self, found: Vec<(SocketAddr, String)>) {
+    /// Replaces the named part of the set with `found`: addresses, each with its scheme and
+    /// origin (the fixed part stays).
+    fn update(&self, found: Vec<(SocketAddr, &'static str, String)>) {
         let old = self.current();
         let by_addr: HashMap<&str, &Arc<Replica>> =
             old.iter().map(|r| (r.addr.as_str(), r)).collect();
         let mut next: Vec<Arc<Replica>> =
             old.iter().filter(|r| r.origin.is_none()).cloned().collect();
-        for (addr, origin) in found {
+        for (addr, scheme, origin) in found {
             let key = addr.to_string();
             if next.iter().any(|r| r.addr == key) {
                 continue;
@@ -410,7 +426,7 @@ impl Replicas {
                 Some(r) => next.push((*r).clone()),
                 None => {
                     tracing::info!(backend = &*self.backend, endpoint = key, "endpoint added");
-                    next.push(Arc::new(Replica::new(addr, Some(origin))));
+                    next.push(Arc::new(Replica::new(scheme, addr, Some(origin))));
                 }
             }
         }
@@ -439,11 +455,7 @@ fn dedup(addrs: impl Iterator<Item = SocketAddr>) -> impl Iterator<Item = Socket
 }
 
 /// Resolves the names now and every interval, while the set lives.
-async fn resolve_forever(
-    replicas: Weak<Replicas>,
-    names: Vec<(String, u16, String)>,
-    resolver: Arc<dyn Resolve>,
-) {
+async fn resolve_forever(replicas: Weak<Replicas>, names: Vec<Name>, resolver: Arc<dyn Resolve>) {
     // The last good addresses of each name.
     let mut known: Vec<Vec<SocketAddr>> = vec![Vec::new(); names.len()];
     loop {
@@ -451,7 +463,7 @@ async fn resolve_forever(
             return;
         };
         let mut errors = Vec::new();
-        for (i, (host, port, _)) in names.iter().enumerate() {
+        for (i, Name { host, port, .. }) in names.iter().enumerate() {
             match resolver.resolve(host, *port).await {
                 Ok(addrs) if !addrs.is_empty() => known[i] = dedup(addrs.into_iter()).collect(),
                 Ok(_) => errors.push(format!("`{host}` resolved to no address")),
@@ -468,7 +480,11 @@ async fn resolve_forever(
         let found = names
             .iter()
             .zip(&known)
-            .flat_map(|((_, _, url), addrs)| addrs.iter().map(move |a| (*a, url.clone())))
+            .flat_map(|(name, addrs)| {
+                addrs
+                    .iter()
+                    .map(move |a| (*a, name.scheme, name.url.clone()))
+            })
             .collect();
         set.update(found);
         set.resolved.send_replace(true);
