@@ -72,17 +72,28 @@ fn verdict<T>(outcome: &Result<T, CallError>) -> Verdict {
     match outcome {
         Ok(_) => Verdict::Answered,
         Err(CallError::Status(s)) if s.code() == Code::Unavailable => Verdict::Unreachable,
+        // tonic's own timer (the grpc-timeout we sent ran out here first): no answer.
+        Err(CallError::Status(s)) if s.code() == Code::Cancelled => Verdict::GivenUp,
         Err(CallError::Status(_)) => Verdict::Answered,
-        Err(_) => Verdict::Unknown,
+        Err(_) => Verdict::GivenUp,
     }
 }
 
-/// Keeps an endpoint's in-flight count while a call is on it, however the call ends.
-struct InFlight(Arc<Replica>);
+/// Keeps an endpoint's in-flight count while a call is on it, however the call ends, and
+/// counts a call dropped before its outcome (the attempt timeout above, the caller gone) as
+/// given up on.
+struct InFlight {
+    replicas: Arc<Replicas>,
+    replica: Arc<Replica>,
+    settled: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.replica.in_flight.fetch_sub(1, Relaxed);
+        if !self.settled {
+            self.replicas.record(&self.replica, Verdict::GivenUp);
+        }
     }
 }
 
@@ -107,9 +118,17 @@ impl Service<Bounded<FetchRequest>> for Balance {
             req.note_tried(replica.id);
             tracing::Span::current().record("endpoint", replica.addr.as_str());
             let fetch = this.client(&replica)?;
+            // A silent endpoint takes one call at a time; the others wait here, within their
+            // attempt timeout, without opening a stream it would find cancelled on waking.
+            let _admitted = replica.silence.admit().await;
             replica.in_flight.fetch_add(1, Relaxed);
-            let _in_flight = InFlight(replica.clone());
+            let mut in_flight = InFlight {
+                replicas: this.replicas.clone(),
+                replica: replica.clone(),
+                settled: false,
+            };
             let outcome = fetch.oneshot(req).await;
+            in_flight.settled = true;
             this.replicas.record(&replica, verdict(&outcome));
             outcome
         }

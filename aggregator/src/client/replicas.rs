@@ -11,6 +11,9 @@
 //!   failures or UNAVAILABLE answers in a row, an endpoint leaves the rotation for
 //!   `--eject-time`, longer each time it is ejected again, never with more than half of the set
 //!   ejected at once; it comes back by itself when its time is up.
+//! - **Silence**: an endpoint whose calls are given up on again and again without an answer
+//!   (stopped, paused) takes one call at a time until it answers (see [`super::silence`]),
+//!   and the other endpoints are preferred meanwhile.
 //!
 //! The set is shared by every runtime that calls the backend; each runtime keeps its own
 //! channels to the endpoints (see [`super::balance`]).
@@ -24,6 +27,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+
+use super::silence::Silence;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -102,6 +107,8 @@ pub struct Replica {
     /// Connection failures and UNAVAILABLE answers since the last success.
     consecutive: AtomicU32,
     ejection: Mutex<Ejection>,
+    /// Calls given up on without an answer since the last one.
+    pub silence: Silence,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +133,7 @@ impl Replica {
             failed: AtomicU64::new(0),
             consecutive: AtomicU32::new(0),
             ejection: Mutex::new(Ejection::default()),
+            silence: Silence::default(),
         }
     }
 
@@ -144,15 +152,16 @@ impl Replica {
     }
 }
 
-/// What one call to a replica came to, as ejection counts it.
+/// What one call to a replica came to, as ejection and silence count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// An answer (an error status from the backend's own code included): the replica is up.
     Answered,
     /// No connection, a broken one, or UNAVAILABLE: counts toward ejection.
     Unreachable,
-    /// Neither (our own timeout, a cancellation): says nothing either way.
-    Unknown,
+    /// Given up on without an answer (our own timeout, the caller gone): counts toward
+    /// silence.
+    GivenUp,
 }
 
 /// The replicas of one backend.
@@ -292,15 +301,19 @@ impl Replicas {
         }
     }
 
-    /// Power of two choices: of the endpoints in rotation, preferring those this call has not
-    /// tried yet, two at random, and of those the one with fewer calls in flight.
+    /// Power of two choices: of the endpoints in rotation, preferring those that answer and
+    /// those this call has not tried yet, two at random, and of those the one with fewer calls
+    /// in flight.
     pub fn pick(&self, tried: &[u64]) -> Option<Arc<Replica>> {
         let set = self.current();
         let now = Instant::now();
-        let in_rotation: Vec<&Arc<Replica>> = set
+        let mut in_rotation: Vec<&Arc<Replica>> = set
             .iter()
             .filter(|r| !self.returned_or_out(r, now))
             .collect();
+        if in_rotation.iter().any(|r| !r.silence.is_silent()) {
+            in_rotation.retain(|r| !r.silence.is_silent());
+        }
         let untried: Vec<&Arc<Replica>> = in_rotation
             .iter()
             .copied()
@@ -358,6 +371,13 @@ impl Replicas {
             Verdict::Answered => {
                 r.served.fetch_add(1, Relaxed);
                 r.consecutive.store(0, Relaxed);
+                if r.silence.answered() {
+                    tracing::info!(
+                        backend = &*self.backend,
+                        endpoint = r.addr,
+                        "endpoint answers again: calls go to it as before"
+                    );
+                }
             }
             Verdict::Unreachable => {
                 r.failed.fetch_add(1, Relaxed);
@@ -366,8 +386,17 @@ impl Replicas {
                     self.eject(r);
                 }
             }
-            Verdict::Unknown => {
+            Verdict::GivenUp => {
                 r.failed.fetch_add(1, Relaxed);
+                if r.silence.given_up() {
+                    tracing::warn!(
+                        backend = &*self.backend,
+                        endpoint = r.addr,
+                        in_a_row = super::silence::SILENT_AFTER,
+                        "endpoint silent: calls given up on without an answer; one call at a \
+                         time goes to it until it answers"
+                    );
+                }
             }
         }
     }
