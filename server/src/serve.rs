@@ -30,8 +30,15 @@ pub enum ServeError {
     LagMonitor(std::io::Error),
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("cannot serve TLS: {0}")]
-    Tls(#[from] fanout_tls::FileError),
+    /// A TLS file of ours is unusable; the error names the flag, the file and the problem.
+    #[error("{0}")]
+    Tls(fanout_tls::FileError),
+}
+
+impl From<fanout_tls::FileError> for ServeError {
+    fn from(e: fanout_tls::FileError) -> Self {
+        ServeError::Tls(e)
+    }
 }
 
 /// How a server is run; everything but the service itself.

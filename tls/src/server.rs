@@ -124,20 +124,22 @@ impl ServerTls {
         sighup: bool,
     ) -> tokio::task::JoinHandle<()> {
         let weak: Weak<ServerTls> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut hangups = if sighup {
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        tracing::warn!(
-                            "cannot listen for SIGHUP ({e}); TLS files are still re-read when they change"
-                        );
-                        None
-                    }
+        // Listening from now on, before the task first runs: a SIGHUP that comes early must
+        // not find the default action (which ends the process).
+        let mut hangups = if sighup {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot listen for SIGHUP ({e}); TLS files are still re-read when they change"
+                    );
+                    None
                 }
-            } else {
-                None
-            };
+            }
+        } else {
+            None
+        };
+        tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
