@@ -2,7 +2,10 @@
 # What TLS costs, measured on loopback against real processes (release builds):
 #  1. calls: with zero-latency backends, aggregate calls/s with TLS (mTLS) on every hop (loadgen
 #     -> aggregator -> 3 backends) against the same stack in plaintext, 64 callers over 4
-#     connections; the two stacks measured alternately ROUNDS times, medians and the ratio printed;
+#     connections; the two stacks measured alternately ROUNDS times, medians and the ratio
+#     printed. Beside calls/s, the CPU time each call cost the servers (aggregator + backends,
+#     from /proc) and the loadgen (its rusage): on a machine shared with others, calls/s swings
+#     with their load, CPU per call much less;
 #  2. handshakes: a new connection's TLS handshake (TCP connect + TLS 1.3 with a client
 #     certificate, ALPN h2), N of them one after another from a Python client (its ssl module):
 #     the latency each took, and the server's CPU time per handshake (from /proc, the backend
@@ -34,46 +37,76 @@ wait_up() { # URL [TLS ARGS...]
 }
 
 # start_stack SCHEME: three zero-latency backends and an aggregator over them, plaintext (http)
-# or with mTLS on every hop (https); prints the aggregator's URL.
+# or with mTLS on every hop (https); sets URL (the aggregator's) and STACK (its processes' ids,
+# comma-separated). Not in a subshell: the processes must be in `pids`, for the trap.
 start_stack() {
-  local scheme=$1 specs=() tls=() call=()
+  local scheme=$1 specs=() tls=() call=() stack=()
   [ "$scheme" = https ] && tls=("${server_tls[@]}") && call=("${client_tls[@]}")
   for i in 1 2 3; do
     local port; port=$(free_port)
     "$bin/backend" --name "b$i" --listen "127.0.0.1:$port" --latency 0ms "${tls[@]}" >/dev/null 2>&1 &
-    pids+=($!)
+    pids+=($!); stack+=($!)
     wait_up "$scheme://127.0.0.1:$port" "${call[@]}"
     specs+=("--backend=b$i=$scheme://127.0.0.1:$port")
   done
   local port; port=$(free_port)
   "$bin/aggregator" --listen "127.0.0.1:$port" "${specs[@]}" --max-in-flight 100000 \
     --backend-concurrency 100000 "${tls[@]}" "${call[@]}" >/dev/null 2>&1 &
-  pids+=($!)
-  wait_up "$scheme://127.0.0.1:$port" "${call[@]}"
-  echo "$scheme://127.0.0.1:$port"
+  pids+=($!); stack+=($!)
+  URL="$scheme://127.0.0.1:$port"
+  wait_up "$URL" "${call[@]}"
+  STACK=$(IFS=,; echo "${stack[*]}")
 }
 
-calls_per_sec() { # TARGET [TLS ARGS...]
-  local target=$1; shift
-  "$bin/loadgen" run --rpc aggregate --target "$target" -c 64 --connections 4 -d "${secs}s" \
-    --warmup 1s "$@" --json /dev/stdout |
-    python3 -c "import json,sys; t=sys.stdin.read(); print(json.loads(t[t.index('{'):t.rindex('}')+1])['calls_per_sec'])"
+# measure TARGET STACK [TLS ARGS...]: one run; prints calls/s, the servers' CPU microseconds per
+# call and the loadgen's.
+measure() {
+  local target=$1 stack=$2; shift 2
+  python3 - "$bin/loadgen" "$target" "$stack" "$secs" "$@" <<'EOF'
+import json, os, resource, subprocess, sys
+loadgen, target, stack, secs, extra = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+pids = [int(p) for p in stack.split(",")]
+tick = os.sysconf("SC_CLK_TCK")
+def servers():  # user + system CPU seconds of the stack's processes
+    total = 0
+    for pid in pids:
+        f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        total += (int(f[11]) + int(f[12])) / tick
+    return total
+def children():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+s0, c0 = servers(), children()
+out = subprocess.run(
+    [loadgen, "run", "--rpc", "aggregate", "--target", target, "-c", "64", "--connections", "4",
+     "-d", f"{secs}s", "--warmup", "0s", *extra, "--json", "/dev/stdout"],
+    capture_output=True, text=True, check=True).stdout
+s1, c1 = servers(), children()
+report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+calls = max(report["calls"], 1)
+print(f'{report["calls_per_sec"]:.0f} {(s1 - s0) / calls * 1e6:.1f} {(c1 - c0) / calls * 1e6:.1f}')
+EOF
 }
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "== machine: $(nproc) cores; load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-plain=$(start_stack http)
-tls=$(start_stack https)
+start_stack http
+plain=$URL plain_stack=$STACK
+start_stack https
+tls=$URL tls_stack=$STACK
 echo "== calls: aggregate over 3 zero-latency backends, 64 callers, 4 connections, ${secs}s per run"
-ratios=()
+ratios=() cpu_ratios=()
 for i in $(seq 1 "$rounds"); do
-  p=$(calls_per_sec "$plain")
-  t=$(calls_per_sec "$tls" "${client_tls[@]}")
+  read -r p ps pl < <(measure "$plain" "$plain_stack")
+  read -r t ts tl < <(measure "$tls" "$tls_stack" "${client_tls[@]}")
   r=$(python3 -c "print(f'{$t / $p:.3f}')")
-  ratios+=("$r")
-  printf 'round %d: plaintext %.0f calls/s, TLS on every hop %.0f calls/s, ratio %s\n' "$i" "$p" "$t" "$r"
+  cr=$(python3 -c "print(f'{($ts + $tl) / ($ps + $pl):.3f}')")
+  ratios+=("$r"); cpu_ratios+=("$cr")
+  printf 'round %d: plaintext %.0f calls/s (CPU per call: servers %s us, loadgen %s us); TLS on every hop %.0f calls/s (servers %s us, loadgen %s us); calls/s ratio %s, CPU per call ratio %s\n' \
+    "$i" "$p" "$ps" "$pl" "$t" "$ts" "$tl" "$r" "$cr"
 done
-echo "median TLS / plaintext: $(printf '%s\n' "${ratios[@]}" | median)"
+echo "median TLS / plaintext calls/s: $(printf '%s\n' "${ratios[@]}" | median)"
+echo "median TLS / plaintext CPU per call (servers + loadgen): $(printf '%s\n' "${cpu_ratios[@]}" | median)"
 
 echo "== handshakes: $handshakes new connections one after another, to one backend"
 port=$(free_port)
