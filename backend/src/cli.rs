@@ -132,8 +132,45 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_connection_limits_reach_the_config() {
+        let cli = Cli::try_parse_from([
+            "backend",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--first-request-timeout",
+            "2s",
+            "--max-concurrent-streams",
+            "64",
+        ])
+        .unwrap();
+        let config = cli.config();
+        let tls = config.tls.expect("TLS on");
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str(), tls.client_ca),
+            (Some("c.pem"), Some("k.pem"), None)
+        );
+        assert_eq!(
+            config.limits.first_request_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(config.limits.max_concurrent_streams, 64);
+        assert!(
+            Cli::try_parse_from(["backend"])
+                .unwrap()
+                .config()
+                .tls
+                .is_none()
+        );
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_reason() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 9] = [
+            (&["--tls-cert", "c.pem"], "--tls-key"),
+            (&["--tls-client-ca", "ca.pem"], "--tls-cert"),
+            (&["--max-pending-resets", "0"], "--max-pending-resets"),
             (&["--latency", "uniform:9ms..1ms"], "above the high end"),
             (&["--fail-rate", "1.5"], "not a fraction from 0 to 1"),
             (&["--mode", "sleepy"], "invalid value 'sleepy'"),

@@ -11,10 +11,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
 use fanout_tls::ClientTls;
 use futures::future::{BoxFuture, FutureExt};
+use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
@@ -75,16 +77,18 @@ fn verdict<T>(outcome: &Result<T, CallError>) -> Verdict {
         // tonic's own timer (the grpc-timeout we sent ran out here first): no answer.
         Err(CallError::Status(s)) if s.code() == Code::Cancelled => Verdict::GivenUp,
         Err(CallError::Status(_)) => Verdict::Answered,
-        Err(_) => Verdict::GivenUp,
+        Err(_) => Verdict::Unknown,
     }
 }
 
 /// Keeps an endpoint's in-flight count while a call is on it, however the call ends, and
-/// counts a call dropped before its outcome (the attempt timeout above, the caller gone) as
-/// given up on.
+/// counts a call dropped before its outcome: given up on when its time was up (the attempt
+/// timeout above fired: no answer in time), unknown when the caller went away before.
 struct InFlight {
     replicas: Arc<Replicas>,
     replica: Arc<Replica>,
+    /// The attempt's deadline (the layers above narrow the request's to the attempt's).
+    deadline: Instant,
     settled: bool,
 }
 
@@ -92,7 +96,14 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.replica.in_flight.fetch_sub(1, Relaxed);
         if !self.settled {
-            self.replicas.record(&self.replica, Verdict::GivenUp);
+            // The timeout fires at the deadline; allow for the timer's granularity.
+            let timed_out = Instant::now() + Duration::from_millis(2) >= self.deadline;
+            let verdict = if timed_out {
+                Verdict::GivenUp
+            } else {
+                Verdict::Unknown
+            };
+            self.replicas.record(&self.replica, verdict);
         }
     }
 }
@@ -125,6 +136,7 @@ impl Service<Bounded<FetchRequest>> for Balance {
             let mut in_flight = InFlight {
                 replicas: this.replicas.clone(),
                 replica: replica.clone(),
+                deadline: req.deadline,
                 settled: false,
             };
             let outcome = fetch.oneshot(req).await;

@@ -11,7 +11,7 @@
 //!   failures or UNAVAILABLE answers in a row, an endpoint leaves the rotation for
 //!   `--eject-time`, longer each time it is ejected again, never with more than half of the set
 //!   ejected at once; it comes back by itself when its time is up.
-//! - **Silence**: an endpoint whose calls are given up on again and again without an answer
+//! - **Silence**: an endpoint whose calls time out again and again without an answer
 //!   (stopped, paused) takes one call at a time until it answers (see [`super::silence`]),
 //!   and the other endpoints are preferred meanwhile.
 //!
@@ -107,7 +107,7 @@ pub struct Replica {
     /// Connection failures and UNAVAILABLE answers since the last success.
     consecutive: AtomicU32,
     ejection: Mutex<Ejection>,
-    /// Calls given up on without an answer since the last one.
+    /// Calls timed out without an answer since the last one.
     pub silence: Silence,
 }
 
@@ -159,9 +159,10 @@ pub enum Verdict {
     Answered,
     /// No connection, a broken one, or UNAVAILABLE: counts toward ejection.
     Unreachable,
-    /// Given up on without an answer (our own timeout, the caller gone): counts toward
-    /// silence.
+    /// Given up on for want of an answer (its time ran out): counts toward silence.
     GivenUp,
+    /// Neither (the caller went away before the call's time was up): says nothing either way.
+    Unknown,
 }
 
 /// The replicas of one backend.
@@ -386,6 +387,9 @@ impl Replicas {
                     self.eject(r);
                 }
             }
+            Verdict::Unknown => {
+                r.failed.fetch_add(1, Relaxed);
+            }
             Verdict::GivenUp => {
                 r.failed.fetch_add(1, Relaxed);
                 if r.silence.given_up() {
@@ -393,8 +397,8 @@ impl Replicas {
                         backend = &*self.backend,
                         endpoint = r.addr,
                         in_a_row = super::silence::SILENT_AFTER,
-                        "endpoint silent: calls given up on without an answer; one call at a \
-                         time goes to it until it answers"
+                        "endpoint silent: calls timed out in a row without an answer; one call \
+                         at a time goes to it until it answers"
                     );
                 }
             }

@@ -6,9 +6,12 @@
 //! at once in its socket buffer, every call opened and cancelled meanwhile. That is what the
 //! rapid-reset attack looks like, and a server guarding against it (h2 closes the connection
 //! with GOAWAY `ENHANCE_YOUR_CALM` past its limit of such streams) fails every call on the
-//! connection. Without this, a 5 s stall with a 50 ms attempt timeout and 64 callers left
-//! thousands of them; with it, at most the calls that were in flight when the stall began, and
-//! one probe per attempt timeout.
+//! connection. A server can allow for the calls a client had open when it stalled (see
+//! `fanout_server::limits`), but not for every call opened and cancelled during a stall of any
+//! length: that number grows with the stall and shrinks with the attempt timeout. With this,
+//! it is at most the calls in flight when the stall began, plus one probe per attempt timeout.
+//! (`tests/tests/stall_cancellation.rs`: a 3 s stall, 32 callers, 50 ms attempts; without this
+//! the backend answered with GOAWAY even when allowing 1024 such streams.)
 //!
 //! The calls that wait for the probe wait within their own attempt timeout and deadline, so a
 //! silent endpoint costs a call what it cost before (its timeout, DEADLINE_EXCEEDED), without
@@ -20,13 +23,14 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-/// Calls given up on in a row, without an answer in between, that make an endpoint silent.
+/// Calls timed out in a row at an endpoint, without an answer in between, that make it silent.
+/// (A call its caller abandoned early says nothing about the endpoint and is not counted.)
 pub const SILENT_AFTER: u32 = 4;
 
 /// One endpoint's silence; see the module docs.
 #[derive(Debug)]
 pub struct Silence {
-    /// Calls given up on since the last answer.
+    /// Calls timed out since the last answer.
     unanswered: AtomicU32,
     /// While silent, the one call that may go to the endpoint.
     probe: Arc<Semaphore>,
@@ -77,8 +81,8 @@ impl Silence {
         }
     }
 
-    /// A call to the endpoint was given up on without an answer. Returns true when that made
-    /// the endpoint silent.
+    /// A call to the endpoint ran out of time without an answer. Returns true when that made the
+    /// endpoint silent.
     pub fn given_up(&self) -> bool {
         self.unanswered.fetch_add(1, Relaxed) + 1 == SILENT_AFTER
     }
@@ -105,7 +109,7 @@ mod tests {
         for _ in 1..SILENT_AFTER {
             assert!(!s.given_up());
         }
-        assert!(s.given_up(), "the fourth call given up on makes it silent");
+        assert!(s.given_up(), "the fourth call timed out makes it silent");
         let probe = s.admit().await;
         assert!(probe.0.is_some(), "the first call in is the probe");
         // A second call waits while the probe is out...
