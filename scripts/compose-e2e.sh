@@ -4,6 +4,8 @@
 # own with docker-compose.e2e.yml (the Jaeger service replaced by fanout's otlp-sink), and checks:
 #   - every service becomes healthy (bounded wait)
 #   - Aggregate from the host (grpcurl, plaintext, reflection) has results for fast, slow, flaky
+#   - `up --scale backend-fast=3`: the aggregator resolves backend-fast to three addresses and
+#     spreads its calls over them (each replica's own Stats, asked at its container address)
 #   - the loadgen container (`run --rm loadgen ...`) reports calls/s, and its compare writes the
 #     report into the mounted out directory
 #   - with backend-slow stopped, Aggregate still succeeds: slow is a failure (UNAVAILABLE or
@@ -151,17 +153,21 @@ bounded 120 "${CC[@]}" up -d >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; fail "u
 
 services=(jaeger backend-fast backend-slow backend-flaky aggregator)
 wait_healthy() { # at most 90 s
-  local until=$((SECONDS + 90)) s id state unhealthy
+  local until=$((SECONDS + 90)) s ids id state unhealthy
   while :; do
     unhealthy=()
     for s in "${services[@]}"; do
-      id=$(C ps -q "$s" 2>/dev/null || true)
-      state=$([ -n "$id" ] && docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" 2>/dev/null || echo missing)
-      case $state in
-        running/healthy | running/none) ;;
-        exited/* | dead/* | missing) fail "service $s is $state" ;;
-        *) unhealthy+=("$s=$state") ;;
-      esac
+      ids=$(C ps -q "$s" 2>/dev/null || true)
+      [ -n "$ids" ] || fail "service $s is missing"
+      # A scaled service has several containers: each must be up.
+      for id in $ids; do
+        state=$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id" 2>/dev/null || echo missing)
+        case $state in
+          running/healthy | running/none) ;;
+          exited/* | dead/* | missing) fail "service $s is $state" ;;
+          *) unhealthy+=("$s=$state") ;;
+        esac
+      done
     done
     [ ${#unhealthy[@]} = 0 ] && return 0
     ((SECONDS < until)) || fail "not healthy within 90 s: ${unhealthy[*]}"
@@ -219,6 +225,39 @@ if check_results "$tmp/agg1.json" all; then
 else
   cat "$tmp/agg1.json"; fail "Aggregate from the host: missing results"
 fi
+
+# ---- replicas: scale a backend out ---------------------------------------------------------------
+say "up -d --scale backend-fast=3"
+bounded 90 "${CC[@]}" up -d --no-recreate --scale backend-fast=3 backend-fast >"$tmp/scale.log" 2>&1 ||
+  { cat "$tmp/scale.log"; fail "up --scale backend-fast=3"; }
+wait_healthy
+fast_ids=$(C ps -q backend-fast)
+[ "$(echo "$fast_ids" | wc -w)" = 3 ] || fail "expected 3 backend-fast containers, got: $fast_ids"
+# fast_endpoints: how many endpoints of `fast` the aggregator's Stats lists.
+fast_endpoints() {
+  grpcurl -plaintext -max-time 5 "$addr" fanout.v1.Aggregator/Stats 2>/dev/null |
+    python3 -c 'import json,sys; s=json.load(sys.stdin); print(sum(1 for e in s.get("endpoints", []) if e["backend"] == "fast"))' 2>/dev/null || echo 0
+}
+until_t=$((SECONDS + 30))
+while [ "$(fast_endpoints)" != 3 ]; do
+  ((SECONDS < until_t)) || fail "the aggregator did not find three endpoints for fast within 30 s (re-resolves every 5 s)"
+  sleep 1
+done
+pass "the aggregator resolved backend-fast to three endpoints"
+for i in $(seq 1 30); do aggregate "$tmp/scaled.json" || { cat "$tmp/scaled.json"; fail "Aggregate with fast scaled out"; }; done
+served=()
+for id in $fast_ids; do
+  ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' "$id" | awk '{print $1}')
+  n=$(bounded 10 grpcurl -plaintext -max-time 5 "$ip:50061" fanout.v1.Backend/Stats |
+    python3 -c 'import json,sys; print(json.load(sys.stdin).get("served", 0))') ||
+    fail "Stats of replica $id at $ip:50061 (is the container network reachable from the host?)"
+  served+=("$n")
+done
+say "calls served by each of the three replicas of fast (their own Stats): ${served[*]}"
+for n in "${served[@]}"; do
+  [ "$n" -gt 0 ] || fail "a replica of fast served no call: ${served[*]}"
+done
+pass "up --scale backend-fast=3: the aggregator spread its calls over the three replicas (${served[*]})"
 
 # ---- the loadgen container ----------------------------------------------------------------------
 say "run --rm loadgen run --target http://aggregator:50051 -d 2s -c 8"

@@ -86,6 +86,8 @@ expect '"elapsedMs"' -- grpcurl -plaintext -d '{"query": "news", "fanout": "FANO
 expect_error InvalidArgument -- grpcurl -plaintext -d '{"query": "x", "backends": ["nope"]}' localhost:50051 fanout.v1.Aggregator/Aggregate
 expect '"cleared"' -- grpcurl -plaintext localhost:50051 fanout.v1.Aggregator/ClearCache
 expect '"backendAttempts"' -- grpcurl -plaintext localhost:50051 fanout.v1.Aggregator/Stats
+# One endpoint per backend here, the dead one among them.
+expect '"address": "127.0.0.1:50069"' -- grpcurl -plaintext localhost:50051 fanout.v1.Aggregator/Stats
 expect '"status": "SERVING"' -- grpcurl -plaintext -d '{"service": "fanout.v1.Aggregator"}' localhost:50051 grpc.health.v1.Health/Check
 
 # The stream lists results in completion order: each result's latency is at least the last's.

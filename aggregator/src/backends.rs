@@ -13,6 +13,7 @@ use crate::Config;
 use crate::client::balance::Balance;
 use crate::client::error::Failed;
 use crate::client::fetch::Keepalive;
+use crate::client::limit::Limiter;
 use crate::client::replicas::Replicas;
 use crate::client::{Answered, BackendStack, Bounded, ReplyCache, StackCounters, StackState};
 
@@ -188,6 +189,10 @@ impl Backend {
         &self.state.counters
     }
 
+    pub fn limiter(&self) -> &Limiter {
+        &self.state.limiter
+    }
+
     pub fn replicas(&self) -> &Replicas {
         &self.replicas
     }
@@ -212,13 +217,17 @@ impl Backends {
                     let state = StackState::new(
                         &name,
                         config.retry,
+                        config.hedge,
                         config.backend_concurrency,
+                        config.queue_timeout,
                         cache.clone(),
                     );
                     let replicas = Replicas::start(
                         state.name.clone(),
                         &urls,
                         config.replicas,
+                        keepalive,
+                        tls.clone(),
                         config.resolver.clone(),
                     );
                     Backend::new(state, replicas, keepalive, tls.clone())

@@ -14,7 +14,7 @@ use fanout_tls::{ClientTlsArgs, ServerTlsArgs};
 
 use crate::backends::{BackendSpec, check_specs};
 use crate::client::retry::RetryPolicy;
-use crate::{Config, ReplicaPolicy, Resolver};
+use crate::{Admission, Config, HedgeAfter, HedgePolicy, Limit, ReplicaPolicy, Resolver};
 use fanout_proto::limits::{MAX_TIMEOUT, MIN_TIMEOUT};
 
 /// Fans each request out to several `fanout.v1.Backend`s, with per-attempt timeouts, an overall
@@ -68,15 +68,39 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_RETRY_MIN_PER_SEC", default_value_t = DEFAULT.retry.budget_min_per_sec, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub retry_min_per_sec: u32,
 
-    /// Most calls in flight at one backend; more wait for a slot (the wait counts against the
-    /// deadline).
-    #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = DEFAULT.backend_concurrency as u32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub backend_concurrency: u32,
+    /// Hedge: when a backend has not answered after this long (`20ms`), or after this
+    /// percentile of its recent answers (`p95`), send the same call again (to another replica
+    /// if it has one) and take the first answer, cancelling the other. Off unless given. Only
+    /// for calls that may safely run twice, as Fetch may.
+    #[arg(long, env = "AGGREGATOR_HEDGE_AFTER")]
+    pub hedge_after: Option<HedgeAfter>,
 
-    /// Most aggregate calls in flight; past it, calls are refused at once with
+    /// Hedges per try at most.
+    #[arg(long, env = "AGGREGATOR_MAX_HEDGES", default_value_t = DEFAULT.hedge.max_hedges, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub max_hedges: u32,
+
+    /// Hedges allowed as a fraction of calls (0.05 = 5%, plus one a second), so a backend that
+    /// is slow for everyone is not sent twice the load.
+    #[arg(long, env = "AGGREGATOR_HEDGE_BUDGET", default_value_t = DEFAULT.hedge.budget_ratio, value_parser = parse_hedge_budget)]
+    pub hedge_budget: f32,
+
+    /// Calls in flight at one backend: `auto` keeps the limit where the backend's latency stays
+    /// near its no-load minimum (growing while it holds, cutting back when it rises), or a
+    /// fixed number. Calls over the limit wait --queue-timeout at most.
+    #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = DEFAULT.backend_concurrency)]
+    pub backend_concurrency: Limit,
+
+    /// How long a call may wait for a backend slot before it fails fast with that backend's
+    /// RESOURCE_EXHAUSTED (the wait counts against the deadline) [default: 20ms with `auto`
+    /// limits; with a fixed limit, until the deadline].
+    #[arg(long, env = "AGGREGATOR_QUEUE_TIMEOUT", value_parser = human_duration)]
+    pub queue_timeout: Option<HumanDuration>,
+
+    /// Aggregate calls in flight: `auto` takes as many as the backends take now (the smallest
+    /// of their limits), or a fixed number. Past it, calls are refused at once with
     /// RESOURCE_EXHAUSTED (no queue, so memory stays bounded).
-    #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = DEFAULT.max_in_flight as u32, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_in_flight: u32,
+    #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = DEFAULT.max_in_flight)]
+    pub max_in_flight: Admission,
 
     /// How to wait for the backends.
     #[arg(long, env = "AGGREGATOR_FANOUT", value_enum, default_value_t = DEFAULT.fanout.into())]
@@ -149,6 +173,15 @@ impl Cli {
     /// The configuration these flags describe, or what is wrong with them together.
     pub fn config(&self) -> Result<Config, String> {
         check_specs(&self.backends)?;
+        if self.backend_concurrency == Limit::Auto
+            && self.queue_timeout.is_some_and(|q| q.is_zero())
+        {
+            return Err(
+                "--queue-timeout 0s with --backend-concurrency auto would refuse every call the \
+                 limit holds back before the limit can adapt; give it a few milliseconds (20ms)"
+                    .into(),
+            );
+        }
         if *self.backoff_base > *self.backoff_cap {
             return Err(format!(
                 "--backoff-base {} is above --backoff-cap {}",
@@ -166,8 +199,14 @@ impl Cli {
                 budget_ratio: self.retry_budget,
                 budget_min_per_sec: self.retry_min_per_sec,
             },
-            backend_concurrency: self.backend_concurrency as usize,
-            max_in_flight: self.max_in_flight as usize,
+            hedge: HedgePolicy {
+                after: self.hedge_after,
+                max_hedges: self.max_hedges,
+                budget_ratio: self.hedge_budget,
+            },
+            backend_concurrency: self.backend_concurrency,
+            queue_timeout: self.queue_timeout.map(Into::into),
+            max_in_flight: self.max_in_flight,
             fanout: self.fanout.into(),
             keepalive_interval: self.keepalive_interval.into(),
             keepalive_timeout: self.keepalive_timeout.into(),
@@ -225,6 +264,15 @@ fn bounded(s: &str, low: Duration, high: Duration) -> Result<HumanDuration, Stri
         ));
     }
     Ok(d.into())
+}
+
+fn parse_hedge_budget(s: &str) -> Result<f32, String> {
+    match s.trim().parse::<f32>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a ratio from 0 to 1, e.g. `0.05` for 5% of calls"
+        )),
+    }
 }
 
 fn parse_ratio(s: &str) -> Result<f32, String> {
@@ -302,6 +350,26 @@ mod tests {
                 "out of range",
             ),
             (&["--backend", "alpha="], "backend alpha has no URL"),
+            (
+                &["--backend", "a=http://x:1", "--hedge-after", "p0"],
+                "not a percentile",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--hedge-after", "p100"],
+                "not a percentile",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--hedge-after=-5ms"],
+                "neither a duration",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--hedge-budget", "2"],
+                "not a ratio from 0 to 1",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--max-hedges", "0"],
+                "--max-hedges",
+            ),
             (
                 &["--backend", "a=http://x:1", "--attempt-timeout", "0s"],
                 "out of range",

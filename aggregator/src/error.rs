@@ -14,9 +14,10 @@ pub enum RequestError {
     )]
     OverridesDisabled(&'static str),
     #[error(
-        "the aggregator is at its limit of {0} calls in flight (--max-in-flight); try again shortly"
+        "the aggregator is at its limit of {limit} calls in flight (--max-in-flight{}); try again shortly",
+        if *.auto { " auto: what its backends take now" } else { "" }
     )]
-    Overloaded(usize),
+    Overloaded { limit: usize, auto: bool },
 }
 
 impl From<RequestError> for Status {
@@ -25,7 +26,7 @@ impl From<RequestError> for Status {
         match e {
             RequestError::Invalid(_) => Status::invalid_argument(message),
             RequestError::OverridesDisabled(_) => Status::permission_denied(message),
-            RequestError::Overloaded(_) => Status::resource_exhausted(message),
+            RequestError::Overloaded { .. } => Status::resource_exhausted(message),
         }
     }
 }

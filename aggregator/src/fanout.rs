@@ -107,29 +107,37 @@ pub async fn call_backend(backend: &Backend, plan: &Plan) -> BackendResult {
         plan.attempt_timeout,
     );
     req.cacheable = plan.use_cache;
+    req.hedge_after = plan.hedge_after;
     let answer = backend.call(req).instrument(span.clone()).await;
     let result = match answer {
         Ok(answered) => {
             span.record("outcome", "OK");
-            result(
-                backend,
-                plan,
-                Outcome::Reply(answered.reply),
-                answered.attempts,
-                answered.from_cache,
-            )
+            BackendResult {
+                hedged: answered.hedged,
+                winner: answered.winner,
+                ..result(
+                    backend,
+                    plan,
+                    Outcome::Reply(answered.reply),
+                    answered.attempts,
+                    answered.from_cache,
+                )
+            }
         }
         Err(failed) => {
             let failure = failed.to_failure(&backend.name);
             span.record("outcome", failure.code_name.as_str());
             propagation::set_error(&span, failure.message.clone());
-            result(
-                backend,
-                plan,
-                Outcome::Failure(failure),
-                failed.attempts,
-                false,
-            )
+            BackendResult {
+                hedged: failed.hedged,
+                ..result(
+                    backend,
+                    plan,
+                    Outcome::Failure(failure),
+                    failed.attempts,
+                    false,
+                )
+            }
         }
     };
     span.record("attempts", result.attempts);
@@ -143,6 +151,7 @@ fn not_called(backend: &Backend, plan: &Plan, error: CallError) -> BackendResult
         error,
         attempts: 0,
         stopped: None,
+        hedged: false,
     };
     let failure = failed.to_failure(&backend.name);
     result(backend, plan, Outcome::Failure(failure), 0, false)
@@ -161,6 +170,8 @@ fn result(
         attempts,
         latency_ms: plan.started.elapsed().as_secs_f64() * 1e3,
         from_cache,
+        hedged: false,
+        winner: 0,
     }
 }
 

@@ -19,6 +19,7 @@
 //! dropped, and with it every outstanding backend call.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod backends;
 pub mod cli;
 pub mod client;
@@ -41,7 +42,10 @@ use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
 
+pub use crate::admission::Admission;
 pub use crate::backends::BackendSpec;
+pub use crate::client::hedge::{HedgeAfter, HedgePolicy};
+pub use crate::client::limit::Limit;
 pub use crate::client::replicas::{ReplicaPolicy, Resolver};
 pub use crate::client::retry::RetryPolicy;
 use crate::service::AggregatorService;
@@ -56,11 +60,17 @@ pub struct Config {
     /// Bound on a whole call, unless the request or the caller's `grpc-timeout` is smaller.
     pub deadline: Duration,
     pub retry: RetryPolicy,
-    /// At most this many calls in flight at one backend; more wait (their wait counts against
-    /// the deadline).
-    pub backend_concurrency: usize,
-    /// At most this many aggregate calls in flight; the next is shed with RESOURCE_EXHAUSTED.
-    pub max_in_flight: usize,
+    /// Hedging: off unless `--hedge-after` (or a request's `hedge_after_ms`) says when.
+    pub hedge: HedgePolicy,
+    /// Calls in flight at one backend: a fixed number, or `auto` (following its latency). More
+    /// wait for a slot, at most `queue_timeout`, and never past the deadline.
+    pub backend_concurrency: Limit,
+    /// How long a call may wait for a backend slot; `None`: 20 ms with `auto` limits, until the
+    /// deadline with fixed ones.
+    pub queue_timeout: Option<Duration>,
+    /// Aggregate calls in flight: a fixed number, or `auto` (what the backends take now); the
+    /// next is shed with RESOURCE_EXHAUSTED.
+    pub max_in_flight: Admission,
     /// The fan-out used unless a request overrides it.
     pub fanout: Fanout,
     /// With calls in flight, an HTTP/2 ping to a backend after this long without a frame from
@@ -106,8 +116,10 @@ impl Default for Config {
             attempt_timeout: Duration::from_secs(1),
             deadline: Duration::from_secs(2),
             retry: RetryPolicy::default(),
-            backend_concurrency: 100,
-            max_in_flight: 1000,
+            hedge: HedgePolicy::default(),
+            backend_concurrency: Limit::Auto,
+            queue_timeout: None,
+            max_in_flight: Admission::Auto,
             fanout: Fanout::Concurrent,
             keepalive_interval: Duration::from_secs(5),
             keepalive_timeout: Duration::from_secs(5),

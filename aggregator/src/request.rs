@@ -32,6 +32,8 @@ pub struct Plan {
     pub delay_ms: Option<u32>,
     /// Forwarded to backends as their `fail` override.
     pub fail: Option<bool>,
+    /// The request's own hedge delay (`hedge_after_ms`; zero: no hedging), over the backends'.
+    pub hedge_after: Option<Duration>,
     /// Read and write the cache (off with `no_cache`, or when overrides change what the
     /// backends do).
     pub use_cache: bool,
@@ -103,6 +105,7 @@ pub fn plan(
         req.mode.map(|_| "mode"),
         req.delay_ms.map(|_| "delay_ms"),
         req.fail.map(|_| "fail"),
+        req.hedge_after_ms.map(|_| "hedge_after_ms"),
     ]
     .into_iter()
     .flatten()
@@ -113,11 +116,16 @@ pub fn plan(
             ["mode"] => "mode",
             ["delay_ms"] => "delay_ms",
             ["fail"] => "fail",
-            _ => "fanout, mode, delay_ms, fail",
+            ["hedge_after_ms"] => "hedge_after_ms",
+            _ => "fanout, mode, delay_ms, fail, hedge_after_ms",
         }));
     }
     let fanout = limits::fanout(req.fanout)?.unwrap_or(config.fanout);
     let mode = limits::mode(req.mode)?;
+    let hedge_after = match req.hedge_after_ms {
+        Some(0) => Some(Duration::ZERO),
+        ms => limits::timeout_ms("hedge_after_ms", ms)?,
+    };
     limits::delay_ms(req.delay_ms)?;
 
     Ok(Plan {
@@ -130,6 +138,7 @@ pub fn plan(
         mode,
         delay_ms: req.delay_ms,
         fail: req.fail,
+        hedge_after,
         use_cache: !req.no_cache
             && req.mode.is_none()
             && req.delay_ms.is_none()
@@ -302,9 +311,10 @@ mod properties {
             proptest::option::of(any::<i32>()),
             any::<bool>(),
             proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<u32>()),
         )
             .prop_map(
-                |(query, backends, attempt, deadline, fanout, mode, no_cache, delay)| {
+                |(query, backends, attempt, deadline, fanout, mode, no_cache, delay, hedge)| {
                     AggregateRequest {
                         query,
                         backends,
@@ -315,6 +325,7 @@ mod properties {
                         no_cache,
                         delay_ms: delay,
                         fail: None,
+                        hedge_after_ms: hedge,
                     }
                 },
             )

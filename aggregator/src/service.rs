@@ -7,17 +7,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use fanout_proto::v1::aggregator_server::Aggregator;
 use fanout_proto::v1::{
-    AggregateEvent, AggregateReply, AggregateRequest, ClearCacheReply, ClearCacheRequest,
-    EndpointStats, ServerStats, StatsRequest, aggregate_event::Event,
+    AggregateEvent, AggregateReply, AggregateRequest, BackendLimitStats, ClearCacheReply,
+    ClearCacheRequest, EndpointStats, ServerStats, StatsRequest, aggregate_event::Event,
 };
 use fanout_server::deadline::grpc_timeout;
 use fanout_server::{CallGuard, Counters};
 use fanout_tls::ClientTls;
 use futures::stream::{self, BoxStream, StreamExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status};
 
 use crate::Config;
+use crate::admission::{Gate, Ticket};
 use crate::backends::Backends;
 use crate::client::cache::Cache;
 use crate::client::{ReplyCache, StackCounters};
@@ -30,8 +30,8 @@ use crate::request::{self, Plan};
 pub struct AggregatorService {
     config: Config,
     gather: Gather,
-    /// `--max-in-flight` permits; a call that finds none is shed at once.
-    admission: Arc<Semaphore>,
+    /// `--max-in-flight`: a call that finds no place is shed at once.
+    gate: Gate,
     cache: Option<ReplyCache>,
     counters: Arc<Counters>,
     /// Calls refused past `--max-in-flight`.
@@ -45,7 +45,7 @@ pub struct AggregatorService {
 struct Admitted {
     plan: Arc<Plan>,
     guard: CallGuard,
-    _permit: OwnedSemaphorePermit,
+    _ticket: Ticket,
 }
 
 impl AggregatorService {
@@ -54,7 +54,7 @@ impl AggregatorService {
         let cache = Cache::new(config.cache_ttl);
         let backends = Arc::new(Backends::connect(&config, cache.clone(), &backend_tls));
         Self {
-            admission: Arc::new(Semaphore::new(config.max_in_flight)),
+            gate: Gate::new(config.max_in_flight),
             gather: Gather::new(backends),
             cache,
             counters,
@@ -75,17 +75,20 @@ impl AggregatorService {
             grpc_timeout(req),
         )
         .and_then(|plan| {
-            let permit = self.admission.clone().try_acquire_owned().map_err(|_| {
-                self.note_shed();
-                RequestError::Overloaded(self.config.max_in_flight)
+            let ticket = self.gate.enter(self.gather.backends()).map_err(|limit| {
+                self.note_shed(limit);
+                RequestError::Overloaded {
+                    limit,
+                    auto: self.gate.is_auto(),
+                }
             })?;
-            Ok((plan, permit))
+            Ok((plan, ticket))
         });
         match admitted {
-            Ok((plan, permit)) => Ok(Admitted {
+            Ok((plan, ticket)) => Ok(Admitted {
                 plan: Arc::new(plan),
                 guard: self.counters.start_call(),
-                _permit: permit,
+                _ticket: ticket,
             }),
             Err(e) => {
                 Counters::bump(&self.counters.served);
@@ -95,7 +98,7 @@ impl AggregatorService {
         }
     }
 
-    fn note_shed(&self) {
+    fn note_shed(&self, limit: usize) {
         Counters::bump(&self.shed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -109,7 +112,7 @@ impl AggregatorService {
         {
             tracing::warn!(
                 shed_total = self.shed.load(Ordering::Relaxed),
-                max_in_flight = self.config.max_in_flight,
+                max_in_flight = limit,
                 "shedding calls: at the --max-in-flight limit"
             );
         }
@@ -199,6 +202,25 @@ impl Aggregator for AggregatorService {
         stats.retries = sum(|c| &c.retries);
         stats.retries_throttled = sum(|c| &c.retries_throttled);
         stats.cache_hits = sum(|c| &c.cache_hits);
+        stats.hedges = sum(|c| &c.hedges);
+        stats.hedges_won = sum(|c| &c.hedges_won);
+        stats.hedges_refused = sum(|c| &c.hedges_refused);
+        stats.backends = self
+            .gather
+            .backends()
+            .iter()
+            .map(|b| {
+                let l = b.limiter();
+                BackendLimitStats {
+                    backend: b.name.clone(),
+                    limit: l.limit() as u64,
+                    adaptive: l.is_adaptive(),
+                    in_flight: l.in_flight.load(Ordering::Relaxed),
+                    queued: l.queued.load(Ordering::Relaxed),
+                    over_limit: l.over_limit.load(Ordering::Relaxed),
+                }
+            })
+            .collect();
         let now = tokio::time::Instant::now();
         stats.endpoints = self
             .gather

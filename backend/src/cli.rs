@@ -48,6 +48,12 @@ pub struct Cli {
     #[arg(long, env = "BACKEND_ALLOW_OVERRIDES")]
     pub allow_overrides: bool,
 
+    /// The most calls worked on at once, like a server with that many workers or a database
+    /// with that many connections: the rest wait their turn, first come first served, so past
+    /// CAPACITY/latency calls a second the latency grows with the line [default: no limit].
+    #[arg(long, env = "BACKEND_CAPACITY", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub capacity: Option<u32>,
+
     /// Seed for the latency and failure draws, so a run can be repeated exactly (calls drawn in
     /// arrival order). Without it every run differs.
     #[arg(long, env = "BACKEND_SEED")]
@@ -82,6 +88,7 @@ impl Cli {
             mode: self.mode.into(),
             allow_overrides: self.allow_overrides,
             seed: self.seed,
+            capacity: self.capacity.map(|c| c as usize),
             drain_delay: self.drain_delay.into(),
             grace_period: self.grace_period.into(),
             tls: self.tls.files(),
@@ -167,7 +174,7 @@ mod tests {
 
     #[test]
     fn bad_flags_are_refused_with_the_reason() {
-        let cases: [(&[&str], &str); 9] = [
+        let cases: [(&[&str], &str); 10] = [
             (&["--tls-cert", "c.pem"], "--tls-key"),
             (&["--tls-client-ca", "ca.pem"], "--tls-cert"),
             (&["--max-pending-resets", "0"], "--max-pending-resets"),
@@ -177,6 +184,7 @@ mod tests {
             (&["--workers", "0"], "--workers"),
             (&["--name", "a b"], "not a usable name"),
             (&["--grace-period", "soon"], "not a duration"),
+            (&["--capacity", "0"], "--capacity"),
         ];
         for (args, want) in cases {
             let err = Cli::try_parse_from(std::iter::once("backend").chain(args.iter().copied()))

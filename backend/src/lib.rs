@@ -49,6 +49,8 @@ pub struct Config {
     pub allow_overrides: bool,
     /// Makes the draws repeatable.
     pub seed: Option<u64>,
+    /// The most calls worked on at once (the rest wait their turn); `None`: no limit.
+    pub capacity: Option<usize>,
     /// After a shutdown signal, how long to keep serving with health NOT_SERVING.
     pub drain_delay: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
@@ -68,6 +70,7 @@ impl Default for Config {
             mode: Mode::Async,
             allow_overrides: false,
             seed: None,
+            capacity: None,
             drain_delay: Duration::ZERO,
             grace_period: Duration::from_secs(10),
             tls: None,
@@ -89,6 +92,7 @@ pub async fn run(
         fail_rate = config.fail_rate,
         mode = config.mode.cli_name(),
         allow_overrides = config.allow_overrides,
+        capacity = ?config.capacity,
         "backend starting"
     );
     let counters = Arc::new(Counters::default());

@@ -26,11 +26,13 @@ pub struct BackendService {
     seeded: Option<Mutex<StdRng>>,
     /// `--mode cpu` runs on at most one thread per core.
     cpu_pool: Semaphore,
+    /// `--capacity`: the calls worked on at once; the rest wait their turn, in order.
+    capacity: Option<Semaphore>,
 }
 
 /// What one call will do.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Plan {
+struct Simulation {
     delay: Duration,
     fail: bool,
     mode: Mode,
@@ -41,10 +43,11 @@ impl BackendService {
         let seeded = config.seed.map(|s| Mutex::new(StdRng::seed_from_u64(s)));
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
-            config,
             counters,
             seeded,
             cpu_pool: Semaphore::new(cores),
+            capacity: config.capacity.map(Semaphore::new),
+            config,
         }
     }
 
@@ -63,7 +66,7 @@ impl BackendService {
     }
 
     /// Checks the request and works out what this call will do.
-    fn plan(&self, req: &FetchRequest) -> Result<Plan, Status> {
+    fn plan(&self, req: &FetchRequest) -> Result<Simulation, Status> {
         limits::query(&req.query).map_err(invalid)?;
         let overrides = req.delay_ms.is_some() || req.fail.is_some() || req.mode.is_some();
         if overrides && !self.config.allow_overrides {
@@ -78,7 +81,7 @@ impl BackendService {
             .map_err(invalid)?
             .unwrap_or(self.config.mode);
         let (drawn, drawn_fail) = self.draw();
-        Ok(Plan {
+        Ok(Simulation {
             delay: req
                 .delay_ms
                 .map_or(drawn, |ms| Duration::from_millis(ms.into())),
@@ -185,7 +188,7 @@ impl BackendService {
     async fn serve(
         &self,
         req: FetchRequest,
-        plan: Plan,
+        plan: Simulation,
         caller_timeout: Option<Duration>,
     ) -> Result<FetchReply, Status> {
         let span = tracing::info_span!(
@@ -194,6 +197,18 @@ impl BackendService {
             mode = plan.mode.cli_name(),
             delay_ms = plan.delay.as_millis() as u64,
         );
+        // With a capacity, a call waits its turn before its latency starts, as at a server with
+        // that many workers (or a database with that many connections): past N/L calls a
+        // second, latency grows with the line. Semaphore permits go first come, first served.
+        let _turn = match &self.capacity {
+            Some(pool) => Some(
+                pool.acquire()
+                    .instrument(tracing::info_span!("queue"))
+                    .await
+                    .map_err(|_| Status::unavailable("shutting down"))?,
+            ),
+            None => None,
+        };
         wait(plan.mode, plan.delay, &self.cpu_pool)
             .instrument(span)
             .await?;

@@ -1,7 +1,12 @@
-//! The chart of `compare`: an SVG a person would rather look at than read. One row per
-//! configuration; left, its calls/s as a bar with its theoretical bound as a red tick and the
-//! efficiency beside it; right, its p50 and p99 latency. Both on log scales: the configurations
-//! differ by two orders of magnitude, which is the point.
+//! The charts, SVGs a person would rather look at than read.
+//!
+//! `compare`'s: one row per configuration; left, its calls/s as a bar with its theoretical
+//! bound as a red tick and the efficiency beside it; right, its p50 and p99 latency. Both on log
+//! scales: the configurations differ by two orders of magnitude, which is the point.
+//!
+//! `run`'s (and `merge`'s): the latency distribution by percentile, the way HdrHistogram plots
+//! it: the x axis stretches the tail (90%, 99%, 99.9%, ... equally spaced), where load tests
+//! find their trouble.
 
 use std::path::Path;
 
@@ -9,7 +14,9 @@ use anyhow::{Context, anyhow};
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
-use crate::model::{CompareReport, Row};
+use hdrhistogram::Histogram;
+
+use crate::model::{CompareReport, Row, RunReport};
 
 const BAR: RGBColor = RGBColor(66, 133, 244);
 const THEORY: RGBColor = RGBColor(219, 68, 55);
@@ -22,6 +29,74 @@ pub fn write_svg(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     draw(path, report).map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+/// Writes the latency distribution of `report` (whose histogram is `latency`) to `path` (SVG).
+pub fn write_percentiles_svg(
+    path: &Path,
+    report: &RunReport,
+    latency: &Histogram<u64>,
+) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    draw_percentiles(path, report, latency)
+        .map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+/// x for quantile q: log10(1 / (1 - q)), so 90% is at 1, 99% at 2, 99.9% at 3.
+fn nines(q: f64) -> f64 {
+    -(1.0 - q).max(1e-7).log10()
+}
+
+fn draw_percentiles(
+    path: &Path,
+    report: &RunReport,
+    latency: &Histogram<u64>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // As far into the tail as the calls reach: 1,000 calls resolve 99.9%, not 99.99%; the
+    // maximum is drawn at the right edge.
+    let right = (latency.len().max(100) as f64).log10().ceil();
+    let points: Vec<(f64, f64)> = latency
+        .iter_quantiles(5)
+        .map(|v| {
+            let x = nines(v.quantile_iterated_to()).min(right);
+            (x, v.value_iterated_to() as f64 / 1e3)
+        })
+        .collect();
+    let top = points.iter().map(|p| p.1).fold(1.0f64, f64::max) * 1.1;
+    let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let title = format!(
+        "{} ({}): {} calls at {:.1}/s, {}",
+        report.target,
+        report.rpc,
+        report.calls,
+        report.calls_per_sec,
+        match report.rate {
+            Some(r) => format!("open loop at {r}/s"),
+            None => format!("closed loop of {}", report.concurrency),
+        }
+    );
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .x_label_area_size(45)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..right, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_labels(right as usize + 1)
+        .x_label_formatter(&|x| {
+            let q = 100.0 * (1.0 - 10f64.powf(-x));
+            format!("{}%", (q * 1e4).round() / 1e4)
+        })
+        .x_desc("percentile")
+        .y_desc("latency (ms)")
+        .draw()?;
+    chart.draw_series(LineSeries::new(points, BAR.stroke_width(2)))?;
+    root.present()?;
+    Ok(())
 }
 
 fn draw(path: &Path, report: &CompareReport) -> Result<(), Box<dyn std::error::Error>> {

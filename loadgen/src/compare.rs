@@ -9,15 +9,16 @@ use fanout_proto::paths;
 use fanout_proto::v1::{AggregateReply, AggregateRequest, Fanout, FetchRequest, Mode};
 use fanout_tls::ClientTlsArgs;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use crate::caller;
 use crate::cli::CompareArgs;
 use crate::deploy::{Deployment, DeploymentSpec};
-use crate::model::{CompareReport, Load, Row, Rpc};
+use crate::model::{CompareReport, Load, Row, Rpc, Shape};
 use crate::report::{COMPARE_HEADER, print_row, write_json};
 use crate::run::measure;
 use crate::target::{connect, normalize_url, probe};
-use crate::theory::{self, Setup, cores};
-use crate::workers;
+use crate::theory::{self, Limit, Setup, cores};
 
 /// The longest deadline a request may ask for (the aggregator's limit), in milliseconds.
 const LONGEST_MS: u32 = fanout_proto::limits::MAX_TIMEOUT.as_millis() as u32;
@@ -32,26 +33,26 @@ pub async fn compare(
     }
     let local = &args.local;
     let target = args.target.as_deref().map(normalize_url);
-    let mut backends = local.local_backends as usize;
+    let load = args
+        .load
+        .load(args.duration, args.warmup)
+        .map_err(anyhow::Error::msg)?;
+    let mut backends = local.local_backends();
     if let Some(url) = &target {
-        let LatencySpec::Fixed(_) = local.latency else {
-            bail!(
-                "with --target, --latency must be a fixed duration such as 50ms (it is sent as delay_ms)"
-            );
-        };
+        local.check_for_target().map_err(anyhow::Error::msg)?;
         backends = check_target(url, &args.tls).await?;
     }
-    let load = args.load.load(args.duration, args.warmup);
+    let latency = local.latency();
+    let concurrency = load.shape.concurrency();
     eprintln!(
-        "comparing {} configurations: {} callers{}, {} backends at {}, at least {} per configuration{}",
+        "comparing {} configurations: {}, {} backends at {}, at least {} per configuration{}",
         args.modes.len() * args.fanouts.len(),
-        args.load.concurrency,
-        args.load
-            .rate
-            .map(|r| format!(" at {r} calls/s"))
-            .unwrap_or_default(),
+        match load.shape.rate() {
+            Some(r) => format!("{r} calls/s, at most {concurrency} outstanding"),
+            None => format!("{concurrency} callers"),
+        },
         backends,
-        local.latency,
+        latency,
         humantime::format_duration(args.duration + args.warmup),
         match &target {
             Some(t) => format!(", against {t} through overrides"),
@@ -71,12 +72,17 @@ pub async fn compare(
             fanout,
             mode,
             bound: theory::bound(&Setup {
-                concurrency: args.load.concurrency as usize,
-                rate: args.load.rate,
+                concurrency,
+                rate: load.shape.rate(),
                 fanout: Some(fanout),
                 mode,
                 backends,
-                latency: local.latency.clone(),
+                replicas: if target.is_some() {
+                    1
+                } else {
+                    local.replicas()
+                },
+                latency: latency.clone(),
                 backend_workers: local.backend_workers as usize,
                 aggregator_workers: local.aggregator_workers as usize,
                 cores: cores(),
@@ -132,13 +138,13 @@ pub async fn compare(
     let rows: Vec<Row> = measured.into_iter().flatten().collect();
     let report = CompareReport {
         target: target.unwrap_or_else(|| "local".into()),
-        latency: local.latency.to_string(),
+        latency: latency.to_string(),
         backends,
         backend_workers: local.backend_workers,
         aggregator_workers: local.aggregator_workers,
         cores: cores(),
-        concurrency: args.load.concurrency,
-        rate: args.load.rate,
+        concurrency: concurrency as u32,
+        rate: load.shape.rate(),
         duration_s: args.duration.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
         interrupted: *stop.borrow(),
@@ -178,9 +184,9 @@ async fn check_target(url: &str, tls: &ClientTlsArgs) -> anyhow::Result<usize> {
         .await
         .map_err(|s| {
             anyhow::anyhow!(
-                "{url} refused a call with overrides ({:?}: {}); compare drives a live deployment \
+                "{url} refused a call with overrides ({}: {}); compare drives a live deployment \
              through overrides, so start the aggregator and its backends with --allow-overrides",
-                s.code(),
+                fanout_proto::code_name(s.code()),
                 s.message()
             )
         })?;
@@ -213,7 +219,8 @@ async fn measure_row(
     let load = windows(load, bound, fanout);
     let spec = DeploymentSpec {
         backends,
-        latency: local.latency.clone(),
+        replicas: local.replicas(),
+        latency: local.latency(),
         mode,
         backend_workers: local.backend_workers as usize,
         fanout: Some(fanout),
@@ -228,7 +235,7 @@ async fn measure_row(
             (Some(d), url)
         }
     };
-    let delay_ms = match (&local.latency, target) {
+    let delay_ms = match (local.latency(), target) {
         (LatencySpec::Fixed(d), Some(_)) => Some(d.as_millis() as u32),
         _ => None,
     };
@@ -246,9 +253,10 @@ async fn measure_row(
         ..Default::default()
     };
     let load_warmup = load.warmup;
+    let (concurrency, rate) = (load.shape.concurrency(), load.shape.rate());
     let measured = async {
         let conns = connect(&url, args.load.connections, &args.tls).await?;
-        let callers = workers::callers(
+        let callers = caller::callers(
             Rpc::Aggregate,
             &conns,
             &FetchRequest::default(),
@@ -256,7 +264,7 @@ async fn measure_row(
             load.timeout,
         );
         let label = format!("{} / {}", fanout.cli_name(), mode.cli_name());
-        anyhow::Ok(measure(label, load, callers, stop).await)
+        anyhow::Ok(measure(label, load, callers, stop, Instant::now()).await)
     }
     .await;
     if let Some(d) = deployment {
@@ -268,13 +276,13 @@ async fn measure_row(
     Ok(Row {
         fanout: fanout.cli_name().into(),
         backend_mode: mode.cli_name().into(),
-        concurrency: args.load.concurrency,
+        concurrency: concurrency as u32,
         calls_per_sec,
-        littles_law_calls_per_sec: (args.load.rate.is_none() && outcome.stats.latency.mean() > 0.0)
-            .then(|| args.load.concurrency as f64 / (outcome.stats.latency.mean() / 1e6)),
+        littles_law_calls_per_sec: (rate.is_none() && outcome.stats.latency.mean() > 0.0)
+            .then(|| concurrency as f64 / (outcome.stats.latency.mean() / 1e6)),
         theory_calls_per_sec: bound.calls_per_sec,
         efficiency: calls_per_sec / bound.calls_per_sec,
-        limit: bound.limit.into(),
+        limit: bound.limit.name().into(),
         formula: bound.formula.clone(),
         call_ms: bound.call_ms,
         p50_ms: p.p50_ms,
@@ -293,7 +301,10 @@ async fn measure_row(
 /// or in a blocking receive): such a configuration uses next to no CPU, so several can be
 /// measured at once on one machine without changing each other's figures.
 pub fn shares_the_machine(bound: &theory::Bound) -> bool {
-    matches!(bound.limit, "backend workers" | "aggregator workers")
+    matches!(
+        bound.limit,
+        Limit::BackendWorkers | Limit::AggregatorWorkers
+    )
 }
 
 /// Stretches a closed loop's warm-up and window for slow configurations. With C callers and a
@@ -316,13 +327,16 @@ pub fn shares_the_machine(bound: &theory::Bound) -> bool {
 /// Capped, so a pathological configuration cannot stall the matrix. BENCHMARKS.md has the
 /// runs behind these choices.
 pub fn windows(mut load: Load, bound: &theory::Bound, fanout: Fanout) -> Load {
-    if load.rate.is_some() || load.requests.is_some() {
+    let Shape::Closed { callers } = load.shape else {
+        return load;
+    };
+    if load.requests.is_some() {
         return load;
     }
-    let round = Duration::from_secs_f64(load.concurrency as f64 / bound.calls_per_sec.max(0.1));
+    let round = Duration::from_secs_f64(callers as f64 / bound.calls_per_sec.max(0.1));
     let (warmup, warmup_cap, rounds, cap) = match bound.limit {
         _ if shares_the_machine(bound) => (3, 10, 10, 20),
-        "cores" if fanout != Fanout::Blocking => (1, 2, 5, 8),
+        Limit::Cores if fanout != Fanout::Blocking => (1, 2, 5, 8),
         _ => (1, 5, 5, 12),
     };
     let stretch = |rounds: u32, cap: u64| (round * rounds).min(Duration::from_secs(cap));
@@ -335,7 +349,7 @@ pub fn windows(mut load: Load, bound: &theory::Bound, fanout: Fanout) -> Load {
 mod tests {
     use super::*;
 
-    fn bound(calls_per_sec: f64, limit: &'static str) -> theory::Bound {
+    fn bound(calls_per_sec: f64, limit: Limit) -> theory::Bound {
         theory::Bound {
             calls_per_sec,
             limit,
@@ -346,8 +360,7 @@ mod tests {
 
     fn closed_loop() -> Load {
         Load {
-            concurrency: 64,
-            rate: None,
+            shape: Shape::Closed { callers: 64 },
             duration: Some(Duration::from_secs(3)),
             requests: None,
             warmup: Duration::from_secs(1),
@@ -362,7 +375,7 @@ mod tests {
         assert_eq!(
             secs(&windows(
                 closed_loop(),
-                &bound(1280.0, "callers"),
+                &bound(1280.0, Limit::Callers),
                 Fanout::Concurrent
             )),
             (1.0, 3.0)
@@ -370,17 +383,21 @@ mod tests {
         // CPU-bound at 13.3/s, a round of 4.8 s: one round of warm-up, five measured, capped.
         let cpu = windows(
             closed_loop(),
-            &bound(64.0 / 4.8, "cores"),
+            &bound(64.0 / 4.8, Limit::Cores),
             Fanout::Concurrent,
         );
         assert_eq!(secs(&cpu), (2.0, 8.0));
         // ...but not behind a blocking fan-out.
-        let cpu_blocking = windows(closed_loop(), &bound(64.0 / 4.8, "cores"), Fanout::Blocking);
+        let cpu_blocking = windows(
+            closed_loop(),
+            &bound(64.0 / 4.8, Limit::Cores),
+            Fanout::Blocking,
+        );
         assert_eq!(secs(&cpu_blocking).1, 12.0);
         // Anything else as slow: one round of warm-up and five measured, capped further.
         let pool = windows(
             closed_loop(),
-            &bound(64.0 / 4.8, "blocking pool"),
+            &bound(64.0 / 4.8, Limit::BlockingPool),
             Fanout::Concurrent,
         );
         assert!((secs(&pool).0 - 4.8).abs() < 1e-6, "{pool:?}");
@@ -388,7 +405,7 @@ mod tests {
         // Blocked workers at 40/s, a round of 1.6 s: three rounds of warm-up, ten measured.
         let blocked = windows(
             closed_loop(),
-            &bound(40.0, "backend workers"),
+            &bound(40.0, Limit::BackendWorkers),
             Fanout::Concurrent,
         );
         assert!((secs(&blocked).0 - 4.8).abs() < 1e-6, "{blocked:?}");
@@ -396,19 +413,23 @@ mod tests {
         // ...and at 13.3/s both hit their caps.
         let slow = windows(
             closed_loop(),
-            &bound(64.0 / 4.8, "aggregator workers"),
+            &bound(64.0 / 4.8, Limit::AggregatorWorkers),
             Fanout::Concurrent,
         );
         assert_eq!(secs(&slow), (10.0, 20.0));
         // An open loop, or a call count, is left as asked.
         let rated = Load {
-            rate: Some(100.0),
+            shape: Shape::Open {
+                rate: 100.0,
+                max_outstanding: 64,
+                drain: Duration::from_secs(1),
+            },
             ..closed_loop()
         };
         assert_eq!(
             secs(&windows(
                 rated,
-                &bound(40.0, "backend workers"),
+                &bound(40.0, Limit::BackendWorkers),
                 Fanout::Concurrent
             )),
             (1.0, 3.0)
@@ -425,6 +446,7 @@ mod tests {
                 fanout: Some(fanout),
                 mode,
                 backends: 3,
+                replicas: 1,
                 latency: LatencySpec::Fixed(Duration::from_millis(50)),
                 backend_workers: 2,
                 aggregator_workers: 2,

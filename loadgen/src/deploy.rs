@@ -1,21 +1,27 @@
-//! A local deployment for a measurement: backends and (optionally) an aggregator on loopback,
-//! in this process but each on a runtime of its own with the worker count the configuration
-//! calls for, exactly as the binaries run them. Stopped (and waited for) afterwards.
+//! A local deployment for a measurement: backends (each in one or more replicas) and
+//! (optionally) an aggregator on loopback, in this process but each on a runtime of its own
+//! with the worker count the configuration calls for, exactly as the binaries run them.
+//! Stopped (and waited for) afterwards.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use backend::latency::LatencySpec;
+use fanout_proto::cli::fmt_duration;
 use fanout_proto::v1::{Fanout, Mode};
 use fanout_server::thread::ServerThread;
 use fanout_tls::ClientTls;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
+use crate::target::error_chain;
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct DeploymentSpec {
     pub backends: usize,
+    /// Servers per backend name: the aggregator gets `--backend NAME=URL` once per replica.
+    pub replicas: usize,
     pub latency: LatencySpec,
     pub mode: Mode,
     pub backend_workers: usize,
@@ -27,8 +33,12 @@ pub struct DeploymentSpec {
 impl DeploymentSpec {
     /// One line about the deployment, for the user.
     pub fn describe(&self) -> String {
+        let replicas = match self.replicas {
+            1 => String::new(),
+            r => format!(" x {r} replicas"),
+        };
         let backends = format!(
-            "{} backend(s) (latency {}, --mode {}, {} workers)",
+            "{} backend(s){replicas} (latency {}, --mode {}, {} workers)",
             self.backends,
             self.latency,
             self.mode.cli_name(),
@@ -48,6 +58,7 @@ impl DeploymentSpec {
 /// Running servers; [`Deployment::stop`] shuts them down.
 #[derive(Debug)]
 pub struct Deployment {
+    /// Every backend server: the replicas of `b1`, then of `b2`, ...
     pub backends: Vec<ServerThread>,
     pub aggregator: Option<ServerThread>,
 }
@@ -56,10 +67,13 @@ impl Deployment {
     /// Starts the servers on free loopback ports and waits until each reports SERVING.
     pub async fn start(spec: &DeploymentSpec) -> anyhow::Result<Self> {
         let loopback = "127.0.0.1:0".parse().expect("loopback address");
-        let mut backends = Vec::with_capacity(spec.backends);
-        for i in 1..=spec.backends {
+        let names: Vec<String> = (1..=spec.backends)
+            .flat_map(|i| std::iter::repeat_n(format!("b{i}"), spec.replicas.max(1)))
+            .collect();
+        let mut backends = Vec::with_capacity(names.len());
+        for name in &names {
             let config = backend::Config {
-                name: format!("b{i}"),
+                name: name.clone(),
                 latency: spec.latency.clone(),
                 mode: spec.mode,
                 allow_overrides: true,
@@ -74,10 +88,11 @@ impl Deployment {
         let aggregator = match spec.fanout {
             None => None,
             Some(fanout) => {
+                // A name repeated is one backend with several endpoints (replicas).
                 let specs = backends
                     .iter()
-                    .enumerate()
-                    .map(|(i, b)| format!("b{}={}", i + 1, b.url()).parse())
+                    .zip(&names)
+                    .map(|(b, name)| format!("{name}={}", b.url()).parse())
                     .collect::<Result<Vec<aggregator::BackendSpec>, String>>()
                     .map_err(anyhow::Error::msg)?;
                 // Measure the fan-out itself: no retries, no cache, no shedding, and deadlines
@@ -90,8 +105,8 @@ impl Deployment {
                         max_attempts: 1,
                         ..Default::default()
                     },
-                    backend_concurrency: 100_000,
-                    max_in_flight: 100_000,
+                    backend_concurrency: aggregator::Limit::Fixed(100_000),
+                    max_in_flight: aggregator::Admission::Fixed(100_000),
                     allow_overrides: true,
                     grace_period: Duration::from_secs(1),
                     ..aggregator::Config::new(specs)
@@ -139,38 +154,58 @@ pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
     while tokio::time::Instant::now() < deadline {
         match health(url, "", Duration::from_secs(2), &ClientTls::system()).await {
             Ok(ServingStatus::Serving) => return Ok(()),
-            Ok(other) => last_error = format!("health is {other:?}"),
-            Err(e) => last_error = e.to_string(),
+            Ok(other) => last_error = format!("health is {}", other.as_str_name()),
+            Err(e) => last_error = e,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    anyhow::bail!("{url} did not become healthy within {limit:?}: {last_error}")
+    anyhow::bail!(
+        "{url} did not become healthy within {}: {last_error}",
+        fmt_duration(limit)
+    )
 }
 
 /// One health check of `service` ("" = the whole server) at `url` (over TLS with `tls` for
-/// `https://`), bounded by `limit`.
+/// `https://`), bounded by `limit`. The error is a sentence for people: what went wrong, not a
+/// Debug dump.
 pub async fn health(
     url: &str,
     service: &str,
     limit: Duration,
     tls: &ClientTls,
-) -> anyhow::Result<ServingStatus> {
-    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(limit)
-        .timeout(limit);
+) -> Result<ServingStatus, String> {
+    let no_answer = || format!("no answer within {}", fmt_duration(limit));
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| format!("`{url}` is not a URL ({e})"))?
+        .connect_timeout(limit);
     if endpoint.uri().scheme_str() == Some("https") {
         let host = endpoint.uri().host().unwrap_or_default();
         let domain = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        endpoint = endpoint.tls_config(tls.tonic(&domain))?;
+        endpoint = endpoint
+            .tls_config(tls.tonic(&domain))
+            .map_err(|e| format!("cannot set up TLS ({})", error_chain(&e)))?;
     }
-    let channel = endpoint.connect().await?;
-    let reply = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await?;
-    Ok(reply.into_inner().status())
+    let channel = match tokio::time::timeout(limit, endpoint.connect()).await {
+        Err(_) => return Err(no_answer()),
+        Ok(Err(e)) => return Err(format!("cannot connect ({})", error_chain(&e))),
+        Ok(Ok(channel)) => channel,
+    };
+    let request = HealthCheckRequest {
+        service: service.to_owned(),
+    };
+    match tokio::time::timeout(limit, HealthClient::new(channel).check(request)).await {
+        Err(_) => Err(no_answer()),
+        Ok(Err(status)) if status.message().is_empty() => {
+            Err(fanout_proto::code_name(status.code()).to_owned())
+        }
+        Ok(Err(status)) => Err(format!(
+            "{}: {}",
+            fanout_proto::code_name(status.code()),
+            status.message()
+        )),
+        Ok(Ok(reply)) => Ok(reply.into_inner().status()),
+    }
 }

@@ -4,27 +4,36 @@
 //! the records of [`model`]:
 //! - [`cli`]: the flags, turned into [`model`] values;
 //! - [`target`]: the server under load: connecting, and the checks before a run;
-//! - [`workers`]: the callers (closed loop, or open loop at a rate with coordinated-omission
-//!   correction), each with its own statistics;
+//! - [`workers`]: the load: a closed loop of callers, or [`open_loop`]'s dispatchers sending
+//!   calls on a schedule (coordinated-omission corrected, dropping rather than delaying what
+//!   the cap on calls outstanding does not allow);
+//! - [`caller`]: one kind of call over one connection, and what a call came to;
 //! - [`conn`] and [`grpc`]: the calls, gRPC over `h2` connections;
-//! - [`stats`]: HDR histograms and status counts, merged at the end;
+//! - [`stats`]: HDR histograms and status counts, one set per worker thread, added up at the
+//!   end, and their portable form in reports;
+//! - [`endpoints`]: each replica's share, from the aggregator's Stats around the window;
 //! - [`theory`]: the bound each configuration is held against (Little's law and friends);
 //! - [`report`]: the table and the JSON;
-//! - [`chart`]: the SVG chart of `compare`;
+//! - [`chart`]: the SVG charts;
 //! - [`monitor`]: the live progress line;
 //! - [`deploy`]: the local deployment started when no `--target` is given.
 //!
-//! [`run()`] is one scenario, [`compare()`] the matrix.
+//! [`run()`] is one scenario, [`compare()`] the matrix, [`merge()`] adds up runs made on
+//! several machines.
 #![forbid(unsafe_code)]
 
+pub mod caller;
 pub mod chart;
 pub mod cli;
 pub mod compare;
 pub mod conn;
 pub mod deploy;
+pub mod endpoints;
 pub mod grpc;
+pub mod merge;
 pub mod model;
 pub mod monitor;
+pub mod open_loop;
 pub mod report;
 pub mod run;
 pub mod stats;
@@ -33,4 +42,5 @@ pub mod theory;
 pub mod workers;
 
 pub use crate::compare::compare;
+pub use crate::merge::merge;
 pub use crate::run::run;

@@ -4,13 +4,14 @@
 
 use clap::Parser;
 use loadgen::cli::{Cli, Command};
+use loadgen::report::output_path;
 use tokio::sync::watch;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One thread: tokio's single-threaded scheduler, with no work stealing or cross-thread
     // wake-ups to pay for.
-    let runtime = match cli.threads {
+    let runtime = match cli.command.threads() {
         Some(1) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?,
@@ -34,16 +35,20 @@ fn main() -> anyhow::Result<()> {
         });
         match cli.command {
             Command::Run(args) => {
-                let json = args.json.clone();
+                let (json, chart) = (args.json.clone(), args.chart.clone());
                 let report = loadgen::run(args, stop).await?;
                 loadgen::report::print_run(&report);
-                if let Some(path) = json {
-                    loadgen::report::write_json(&path, &report)?;
-                    println!("wrote {}", path.display());
-                }
+                write_outputs(&report, json.as_deref(), chart.as_deref())?;
             }
-            Command::Compare(args) => {
+            Command::Compare(mut args) => {
+                args.json = output_path(&args.json);
+                args.chart = output_path(&args.chart);
                 loadgen::compare(args, stop).await?;
+            }
+            Command::Merge(args) => {
+                let report = loadgen::merge(&args)?;
+                loadgen::report::print_run(&report);
+                write_outputs(&report, args.json.as_deref(), args.chart.as_deref())?;
             }
             Command::Health(args) => {
                 let url = loadgen::target::normalize_url(&args.url);
@@ -57,7 +62,7 @@ fn main() -> anyhow::Result<()> {
                         std::process::exit(1);
                     }
                     Err(e) => {
-                        eprintln!("{url}: not healthy: {e:#}");
+                        eprintln!("{url}: not healthy: {e}");
                         std::process::exit(1);
                     }
                 }
@@ -67,6 +72,30 @@ fn main() -> anyhow::Result<()> {
     });
     telemetry.shutdown();
     outcome
+}
+
+/// Writes a run's (or a merge's) JSON and chart where asked.
+fn write_outputs(
+    report: &loadgen::model::RunReport,
+    json: Option<&std::path::Path>,
+    chart: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json.map(output_path) {
+        loadgen::report::write_json(&path, report)?;
+        println!("wrote {}", path.display());
+    }
+    if let Some(path) = chart.map(output_path) {
+        let latency = report
+            .histograms
+            .as_ref()
+            .map(|h| loadgen::stats::decode(&h.latency))
+            .transpose()
+            .map_err(anyhow::Error::msg)?
+            .unwrap_or_else(loadgen::stats::histogram);
+        loadgen::chart::write_percentiles_svg(&path, report, &latency)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
 }
 
 #[global_allocator]

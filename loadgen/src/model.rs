@@ -5,10 +5,10 @@
 //! module and this module on none of them, so data flows one way (oha's `result_data.rs`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::stats::{Percentiles, Stats};
 use crate::theory::Bound;
@@ -38,10 +38,7 @@ impl Rpc {
 /// How much load, for how long.
 #[derive(Debug, Clone)]
 pub struct Load {
-    /// Worker tasks: callers in a closed loop, the most outstanding calls at a rate.
-    pub concurrency: usize,
-    /// Calls per second (open loop); `None` for a closed loop.
-    pub rate: Option<f64>,
+    pub shape: Shape,
     /// How long to measure (after the warm-up).
     pub duration: Option<Duration>,
     /// How many calls to measure (after the warm-up).
@@ -53,11 +50,57 @@ pub struct Load {
     pub timeout: Option<Duration>,
 }
 
+/// Closed or open loop: which one decides what a slow target does to the load.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shape {
+    /// `callers` callers, each calling again as soon as its call returns: a slow target gets
+    /// fewer calls per second (the load adapts to it, as a fixed pool of users would).
+    Closed { callers: usize },
+    /// `rate` calls per second on a fixed schedule, whatever the target does: calls
+    /// outstanding grow on demand up to `max_outstanding`; a call falling due beyond that is
+    /// dropped and counted. After the schedule, calls still outstanding get `drain` to finish.
+    Open {
+        rate: f64,
+        max_outstanding: usize,
+        drain: Duration,
+    },
+}
+
+impl Shape {
+    /// The rate asked for, in an open loop.
+    pub fn rate(&self) -> Option<f64> {
+        match *self {
+            Shape::Open { rate, .. } => Some(rate),
+            Shape::Closed { .. } => None,
+        }
+    }
+
+    /// Callers (closed loop) or the most calls outstanding (open loop): C in the theory.
+    pub fn concurrency(&self) -> usize {
+        match *self {
+            Shape::Closed { callers } => callers,
+            Shape::Open {
+                max_outstanding, ..
+            } => max_outstanding,
+        }
+    }
+}
+
 /// Live counters for the progress display: the workers add, the monitor reads.
 #[derive(Debug, Default)]
 pub struct Progress {
+    /// Measured calls answered.
     pub calls: AtomicU64,
+    /// Of those, failed.
     pub errors: AtomicU64,
+    /// Open loop: calls sent, warm-up included.
+    pub sent: AtomicU64,
+    /// Open loop: calls that fell due with --max-outstanding calls outstanding, warm-up
+    /// included.
+    pub dropped: AtomicU64,
+    /// Calls sent and not answered yet. In an open loop this is also what the cap is checked
+    /// against.
+    pub outstanding: AtomicUsize,
     /// Set once the warm-up is over.
     pub measuring: AtomicBool,
 }
@@ -65,55 +108,139 @@ pub struct Progress {
 /// The result of a run.
 #[derive(Debug)]
 pub struct Outcome {
+    /// The calls of the window: in a closed loop those that completed in it, in an open loop
+    /// those that fell due in it (and were answered, however late).
     pub stats: Stats,
-    /// The measured window: from the end of the warm-up to the end of the run.
+    /// The measured window: from the end of the warm-up to the end of the run (closed loop),
+    /// or of the schedule (open loop).
     pub elapsed: Duration,
+    /// Answers that arrived within the window: the throughput achieved. In a closed loop the
+    /// calls of `stats`; in an open loop it can fall short of them when the target is behind
+    /// (the calls due are answered after the window, late).
+    pub answered: u64,
     /// Stopped early by Ctrl-C.
     pub interrupted: bool,
+    /// Open loop only: what happened to the calls of the schedule.
+    pub open: Option<OpenLoop>,
 }
 
 impl Outcome {
-    /// Calls per second over the measured window.
+    /// Answers per second over the measured window.
     pub fn calls_per_sec(&self) -> f64 {
-        let secs = self.elapsed.as_secs_f64();
-        if secs > 0.0 {
-            self.stats.calls() as f64 / secs
-        } else {
-            0.0
-        }
+        per_sec(self.answered, self.elapsed.as_secs_f64())
     }
 }
 
-/// The report of one `loadgen run`; `calls_per_sec` and the percentiles at the top level.
-#[derive(Debug, Clone, Serialize)]
+/// `n` over `secs`, 0 for an empty window.
+pub fn per_sec(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 { n as f64 / secs } else { 0.0 }
+}
+
+/// An open loop's account of its measured window: every call that fell due was sent or
+/// dropped, and every call sent was answered (`calls`) or cut off at the end.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OpenLoop {
+    /// Calls per second asked for.
+    pub offered_rate: f64,
+    /// Calls that fell due in the window.
+    pub due: u64,
+    /// Of those, sent.
+    pub sent: u64,
+    /// Of those, not sent: they fell due with --max-outstanding calls already outstanding.
+    /// A count above zero means the target was slower than the offer (or the cap too low): the
+    /// achieved rate is then below the offered one and the latencies are of the calls that
+    /// could be sent.
+    pub dropped: u64,
+    /// Sent, but still unanswered when the drain after the schedule ran out (or at Ctrl-C):
+    /// abandoned, in no latency and no status count.
+    pub cut_off: u64,
+    /// The most calls outstanding at once, and the cap.
+    pub peak_outstanding: u64,
+    pub max_outstanding: u64,
+    /// How long calls outstanding at the end of the schedule were given, in seconds.
+    pub drain_s: f64,
+}
+
+/// One endpoint (replica) of a backend behind the aggregator, over the measured window: read
+/// from the aggregator's `Stats` before and after it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EndpointShare {
+    pub backend: String,
+    pub address: String,
+    /// Backend calls it answered in the window.
+    pub served: u64,
+    /// Backend calls that failed there in the window.
+    pub failed: u64,
+    /// Its share of the calls its backend's endpoints served in the window, 0 to 1.
+    pub share: f64,
+    /// Times outlier ejection took it out of the rotation in the window.
+    pub ejections: u64,
+}
+
+/// The histograms of a report in HdrHistogram's portable form (V2, deflated, base64), values
+/// in microseconds: what `loadgen merge` adds up exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Histograms {
+    pub encoding: String,
+    pub latency: String,
+    /// Streams only.
+    pub first_result: Option<String>,
+}
+
+/// The report of one `loadgen run` (or of several merged); `calls_per_sec` and the percentiles
+/// at the top level. Read back by `loadgen merge`, so every field is both written and read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReport {
     pub target: String,
     pub rpc: String,
     /// "closed" (callers) or "rate" (open loop).
-    pub load: &'static str,
+    pub load: String,
+    /// Closed loop: callers. Open loop: the most calls outstanding allowed.
     pub concurrency: u32,
     pub rate: Option<f64>,
     pub connections: u32,
+    /// When the measured window began (RFC 3339, UTC): several runs merged should overlap.
+    #[serde(default)]
+    pub started_at: Option<String>,
     /// Length of the measured window, in seconds.
     pub duration_s: f64,
     pub warmup_s: f64,
     pub interrupted: bool,
+    /// The calls measured, with any status: closed loop, those completed in the window; open
+    /// loop, those due in the window and answered (however late: see `calls_per_sec`).
     pub calls: u64,
     pub errors: u64,
     /// Successful aggregate calls in which at least one backend failed or timed out.
     pub degraded: u64,
+    /// Answers received during the window, per second of it: the throughput achieved. In an
+    /// open loop below the offered rate when the target falls behind.
     pub calls_per_sec: f64,
     #[serde(flatten)]
     pub latency: Percentiles,
     pub status_counts: BTreeMap<String, u64>,
+    /// Open loop only: calls due, sent, dropped and cut off.
+    #[serde(default)]
+    pub open_loop: Option<OpenLoop>,
     /// Streams only.
     pub stream: Option<StreamReport>,
+    /// Behind an aggregator: each backend endpoint's share of the calls in the window.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointShare>,
     pub theory: Option<Bound>,
+    /// Every bound that applied (theory is the tightest), for `merge` to combine.
+    #[serde(default)]
+    pub theory_bounds: Vec<Bound>,
     /// calls_per_sec / theory.calls_per_sec.
     pub efficiency: Option<f64>,
+    /// The latency histograms themselves, for `merge`.
+    #[serde(default)]
+    pub histograms: Option<Histograms>,
+    /// A merged report: the reports it adds up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged_from: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StreamReport {
     /// Time to the first result event.
     pub first_result: Percentiles,

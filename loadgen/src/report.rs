@@ -1,13 +1,17 @@
-//! Turning measurements into what people read: a table on stdout and a JSON document.
+//! Turning measurements into what people read: a table on stdout and a JSON document (whose
+//! name may hold `{host}` and `{pid}`, see [`output_path`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 use tonic::Code;
 
-use crate::model::{Row, RunReport};
+use fanout_proto::cli::fmt_duration;
+
+use crate::model::{EndpointShare, OpenLoop, Row, RunReport};
 use crate::stats::Stats;
 
 /// Status counts by code name, only the codes seen.
@@ -59,14 +63,19 @@ pub fn ms(x: f64) -> String {
 /// One run's readable table, on stdout.
 pub fn print_run(report: &RunReport) {
     let p = &report.latency;
-    let load = match report.rate {
-        Some(r) => format!(
-            "open loop at {} calls/s, at most {} outstanding",
-            thousands(r, 0),
-            report.concurrency
+    let load = match (&report.open_loop, report.rate) {
+        (Some(o), _) => format!(
+            "open loop at {} calls/s (at most {} outstanding, {} drain)",
+            thousands(o.offered_rate, 0),
+            thousands(o.max_outstanding as f64, 0),
+            fmt_duration(Duration::from_secs_f64(o.drain_s))
         ),
-        None => format!("closed loop, {} callers", report.concurrency),
+        (None, Some(r)) => format!("open loop at {} calls/s", thousands(r, 0)),
+        (None, None) => format!("closed loop, {} callers", report.concurrency),
     };
+    if !report.merged_from.is_empty() {
+        println!("merged    {} reports", report.merged_from.len());
+    }
     println!("target    {} ({})", report.target, report.rpc);
     println!(
         "load      {load} over {} connection(s); {:.2}s measured after {:.1}s warm-up{}",
@@ -79,13 +88,27 @@ pub fn print_run(report: &RunReport) {
             ""
         }
     );
-    println!(
-        "calls     {} = {} calls/s; errors {}; degraded {}",
-        thousands(report.calls as f64, 0),
-        thousands(report.calls_per_sec, 1),
-        report.errors,
-        report.degraded
-    );
+    match &report.open_loop {
+        None => println!(
+            "calls     {} = {} calls/s; errors {}; degraded {}",
+            thousands(report.calls as f64, 0),
+            thousands(report.calls_per_sec, 1),
+            report.errors,
+            report.degraded
+        ),
+        Some(o) => println!(
+            "calls     {} calls/s answered in the window, offered {}; {} of the calls due in \
+             it answered; errors {}; degraded {}",
+            thousands(report.calls_per_sec, 1),
+            thousands(o.offered_rate, 0),
+            thousands(report.calls as f64, 0),
+            report.errors,
+            report.degraded
+        ),
+    }
+    if let Some(o) = &report.open_loop {
+        print_open_loop(o, report.calls_per_sec);
+    }
     println!(
         "latency   p50 {}  p90 {}  p99 {}  p99.9 {}  p99.99 {}  max {}",
         ms(p.p50_ms),
@@ -109,6 +132,7 @@ pub fn print_run(report: &RunReport) {
             thousands(s.results_per_sec, 1)
         );
     }
+    print_endpoints(&report.endpoints);
     if let (Some(t), Some(e)) = (&report.theory, report.efficiency) {
         println!(
             "theory    {} calls/s, limited by {} ({}): measured {:.1}% of it",
@@ -118,6 +142,94 @@ pub fn print_run(report: &RunReport) {
             e * 100.0
         );
     }
+}
+
+/// The open loop's account, and loud lines for calls dropped or cut off, or a target behind.
+fn print_open_loop(o: &OpenLoop, answered_per_sec: f64) {
+    println!(
+        "schedule  {} calls due: {} sent, {} dropped, {} cut off; at most {} outstanding at once",
+        thousands(o.due as f64, 0),
+        thousands(o.sent as f64, 0),
+        thousands(o.dropped as f64, 0),
+        thousands(o.cut_off as f64, 0),
+        thousands(o.peak_outstanding as f64, 0)
+    );
+    if o.dropped > 0 {
+        println!(
+            "DROPPED   {} of {} calls ({:.1}%) fell due with {} calls outstanding (the cap, \
+             --max-outstanding) and were not sent: the target was slower than the offered \
+             rate. The rate and latencies above are of the calls that were sent.",
+            thousands(o.dropped as f64, 0),
+            thousands(o.due as f64, 0),
+            100.0 * o.dropped as f64 / o.due.max(1) as f64,
+            thousands(o.max_outstanding as f64, 0)
+        );
+    }
+    if o.dropped == 0 && answered_per_sec < 0.95 * o.offered_rate {
+        println!(
+            "BEHIND    the target answered {} calls/s of the {} offered: the calls queued (up \
+             to {} outstanding) and their answers came late, after the window for some.",
+            thousands(answered_per_sec, 1),
+            thousands(o.offered_rate, 0),
+            thousands(o.peak_outstanding as f64, 0)
+        );
+    }
+    if o.cut_off > 0 {
+        println!(
+            "CUT OFF   {} calls sent were still unanswered when the {} drain ran out: they are \
+             in no latency and no status count.",
+            thousands(o.cut_off as f64, 0),
+            fmt_duration(Duration::from_secs_f64(o.drain_s))
+        );
+    }
+}
+
+/// Each backend endpoint's share of the calls its backend served, one line per backend.
+fn print_endpoints(endpoints: &[EndpointShare]) {
+    let mut backends: Vec<&str> = endpoints.iter().map(|e| e.backend.as_str()).collect();
+    backends.dedup();
+    for (i, backend) in backends.iter().enumerate() {
+        let parts: Vec<String> = endpoints
+            .iter()
+            .filter(|e| e.backend == *backend)
+            .map(|e| {
+                let mut part = format!(
+                    "{} {:.1}% ({})",
+                    e.address,
+                    e.share * 100.0,
+                    thousands(e.served as f64, 0)
+                );
+                if e.failed > 0 {
+                    part += &format!(", {} failed", e.failed);
+                }
+                if e.ejections > 0 {
+                    part += &format!(", ejected {}x", e.ejections);
+                }
+                part
+            })
+            .collect();
+        let head = if i == 0 { "replicas" } else { "" };
+        println!("{head:<9} {backend}: {}", parts.join("; "));
+    }
+}
+
+/// `path` with `{host}` and `{pid}` replaced by this machine's hostname and the process id, so
+/// loadgens writing into one folder (containers, pods) each write a file of their own.
+pub fn output_path(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    if !text.contains("{host}") && !text.contains("{pid}") {
+        return path.to_owned();
+    }
+    // The kernel's name for this host: a container's or a pod's own.
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    PathBuf::from(
+        text.replace("{host}", &host)
+            .replace("{pid}", &std::process::id().to_string()),
+    )
 }
 
 /// The head of `compare`'s table.

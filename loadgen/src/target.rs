@@ -10,9 +10,9 @@ use fanout_proto::v1::{ServerStats, StatsRequest};
 use fanout_tls::{ClientTls, ClientTlsArgs};
 use tonic::Code;
 
+use crate::caller::Caller;
 use crate::conn::Conn;
 use crate::model::Rpc;
-use crate::workers::Caller;
 
 /// `host:port` becomes `http://host:port`.
 pub fn normalize_url(url: &str) -> String {
@@ -53,7 +53,8 @@ pub async fn connect(url: &str, n: u32, tls: &ClientTlsArgs) -> anyhow::Result<V
     Ok(conns)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources in one line, each said once.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -85,17 +86,22 @@ pub async fn probe(url: &str, conn: &Conn, rpc: Rpc) -> anyhow::Result<()> {
             }
         ),
         Err(s) => bail!(
-            "{url} is not a working {service}: {:?}: {}",
-            s.code(),
+            "{url} is not a working {service}: {}: {}",
+            fanout_proto::code_name(s.code()),
             s.message()
         ),
     }
 }
 
 /// Makes one call of the exact kind the load will make, so a request the target refuses
-/// (overrides not allowed, unknown backend) stops the run with the target's own reason.
+/// (overrides not allowed, unknown backend) stops the run with the target's own reason. A
+/// refusal comes at once; a call still unanswered after a second is not one (the target is just
+/// slow, which the load will measure), so the run goes on without waiting for it.
 pub async fn probe_caller(caller: &Caller) -> anyhow::Result<()> {
-    let status = caller.once().await.err();
+    let Ok(answer) = tokio::time::timeout(Duration::from_secs(1), caller.once()).await else {
+        return Ok(());
+    };
+    let status = answer.err();
     match status {
         Some(s)
             if matches!(
@@ -107,8 +113,8 @@ pub async fn probe_caller(caller: &Caller) -> anyhow::Result<()> {
             ) =>
         {
             bail!(
-                "the target refused the request: {:?}: {}",
-                s.code(),
+                "the target refused the request: {}: {}",
+                fanout_proto::code_name(s.code()),
                 s.message()
             )
         }

@@ -105,6 +105,7 @@ async fn a_unary_call_gets_its_answer_or_the_server_s_status() {
 async fn a_stream_s_messages_arrive_one_by_one_then_its_status() {
     let deployment = Deployment::start(&DeploymentSpec {
         backends: 3,
+        replicas: 1,
         latency: backend::latency::LatencySpec::Fixed(Duration::from_millis(1)),
         mode: fanout_proto::v1::Mode::Async,
         backend_workers: 1,

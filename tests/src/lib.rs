@@ -97,10 +97,15 @@ pub fn dead_spec(name: &str) -> aggregator::BackendSpec {
         .expect("backend spec")
 }
 
-/// An aggregator config for tests over these backends, with a short grace period.
+/// An aggregator config for tests over these backends, with a short grace period, and fixed
+/// concurrency limits (100 per backend, 1,000 calls admitted): tests of other behaviours must not
+/// hang on an adaptive limit reading this shared machine's hiccups as a backend falling behind.
+/// The adaptive defaults (`auto`) have tests of their own, which set them.
 pub fn aggregator_config(backends: Vec<aggregator::BackendSpec>) -> AggregatorConfig {
     AggregatorConfig {
         grace_period: Duration::from_secs(1),
+        backend_concurrency: aggregator::Limit::Fixed(100),
+        max_in_flight: aggregator::Admission::Fixed(1000),
         ..AggregatorConfig::new(backends)
     }
 }

@@ -34,7 +34,8 @@ pub fn backend_process(name: &str, listen: &str, args: &[&str]) -> Process {
     Process::start("backend", &all, &[])
 }
 
-/// An `aggregator` process on a free port over `backends` (`(name, url)`), with `args` added.
+/// An `aggregator` process on a free port over `backends` (`(name, url)`), with `args` added,
+/// and fixed concurrency limits unless `args` set them.
 pub fn aggregator_process(backends: &[(&str, String)], args: &[&str]) -> Process {
     let specs: Vec<String> = backends
         .iter()
@@ -42,6 +43,13 @@ pub fn aggregator_process(backends: &[(&str, String)], args: &[&str]) -> Process
         .collect();
     let mut all = vec!["--listen", "127.0.0.1:0"];
     all.extend(specs.iter().map(String::as_str));
+    // Fixed limits unless the test sets its own (see `aggregator_config`).
+    if !args.iter().any(|a| a.starts_with("--backend-concurrency")) {
+        all.extend(["--backend-concurrency", "100"]);
+    }
+    if !args.iter().any(|a| a.starts_with("--max-in-flight")) {
+        all.extend(["--max-in-flight", "1000"]);
+    }
     all.extend_from_slice(args);
     Process::start("aggregator", &all, &[])
 }

@@ -9,7 +9,7 @@ use tonic::Code;
 async fn a_backend_never_sees_more_than_its_limit() {
     let b = start_backend(backend_config("b", "100ms"), 2);
     let config = AggregatorConfig {
-        backend_concurrency: 2,
+        backend_concurrency: aggregator::Limit::Fixed(2),
         ..aggregator_config(vec![spec("b", &b)])
     };
     let agg = start_aggregator(config, 2);
@@ -33,7 +33,7 @@ async fn a_backend_never_sees_more_than_its_limit() {
 async fn calls_past_max_in_flight_are_shed_at_once() {
     let b = start_backend(backend_config("b", "1s"), 2);
     let config = AggregatorConfig {
-        max_in_flight: 2,
+        max_in_flight: aggregator::Admission::Fixed(2),
         ..aggregator_config(vec![spec("b", &b)])
     };
     let agg = start_aggregator(config, 2);

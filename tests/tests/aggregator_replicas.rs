@@ -126,7 +126,13 @@ async fn a_dead_replica_is_ejected_its_calls_retried_elsewhere_and_it_returns() 
     // Ejected, it got few of the calls: the three failures that ejected it, and few more.
     assert!(dead_ep.failed <= 20, "{dead_ep:?}");
     // Its ejection runs out and it is back in the rotation (to fail again, being dead).
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            !endpoints(&agg).await[2].ejected
+        })
+        .await,
+        "its ejection never ran out"
+    );
     calls(&agg, 40).await;
     let eps = endpoints(&agg).await;
     println!("later: {:?}", eps[2]);
@@ -225,4 +231,45 @@ async fn a_name_that_never_resolves_is_that_backends_failure() {
         unreachable!()
     };
     assert!(f.message.contains("did not resolve"), "{r:?}");
+}
+
+/// A replica that died is ejected for a long time (30 s here), but a health probe notices its
+/// return: restarted at the same address, it takes calls again within about a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_is_called_again_long_before_its_ejection_ends() {
+    let steady = start_backend(backend_config("b", "2ms"), 2);
+    let victim = start_backend(backend_config("b", "2ms"), 2);
+    let victim_addr = victim.addr();
+    let policy = ReplicaPolicy {
+        eject_after: 2,
+        eject_time: Duration::from_secs(30),
+        ..ReplicaPolicy::default()
+    };
+    let agg = aggregator_over(&[steady.url(), victim.url()], policy, Resolver::default());
+    calls(&agg, 16).await;
+    tokio::task::spawn_blocking(move || victim.stop())
+        .await
+        .unwrap();
+    // Calls keep succeeding (retried on the steady replica) while the victim gets ejected.
+    calls(&agg, 40).await;
+    let eps = endpoints(&agg).await;
+    assert!(eps[1].ejected, "the dead replica was not ejected: {eps:?}");
+    let restarted = backend::spawn(backend_config("b", "2ms"), 2, victim_addr).expect("restart");
+    let back = std::time::Instant::now();
+    let again = backend_client(&restarted).await;
+    let served_again = eventually(Duration::from_secs(5), || {
+        let (agg, mut again) = (&agg, again.clone());
+        async move {
+            calls(agg, 8).await;
+            backend_stats(&mut again).await.served > 0
+        }
+    })
+    .await;
+    let took = back.elapsed();
+    println!(
+        "the restarted replica served again after {took:?}: {:?}",
+        endpoints(&agg).await
+    );
+    assert!(served_again, "the restarted replica got no call within 5 s");
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }

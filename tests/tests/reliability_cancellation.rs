@@ -117,8 +117,8 @@ async fn callers_that_give_up_at_random_moments_leave_nothing_behind() {
     const LIMIT: usize = 32;
     let agg = start_aggregator(
         AggregatorConfig {
-            max_in_flight: LIMIT,
-            backend_concurrency: LIMIT,
+            max_in_flight: aggregator::Admission::Fixed(LIMIT),
+            backend_concurrency: aggregator::Limit::Fixed(LIMIT),
             ..aggregator_config(backends.iter().map(|(n, s)| spec(n, s)).collect())
         },
         2,

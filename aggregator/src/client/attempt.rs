@@ -58,33 +58,38 @@ where
             error,
             attempts: 0,
             stopped: None,
+            hedged: false,
         })
     }
 
-    fn call(&mut self, req: Bounded<M>) -> Self::Future {
-        let attempt = req.attempt;
+    fn call(&mut self, mut req: Bounded<M>) -> Self::Future {
         if req.left() < MIN_TIMEOUT {
-            let phase = if attempt == 1 {
+            let phase = if req.attempts_made() == 0 {
                 Phase::BeforeTurn
             } else {
                 Phase::BeforeAttempt
             };
             let failed = Failed {
                 error: CallError::Deadline(phase),
-                attempts: attempt - 1,
+                attempts: req.attempts_made(),
                 stopped: None,
+                hedged: false,
             };
             return futures::future::ready(Err(failed)).boxed();
         }
+        let number = req.start_attempt();
         StackCounters::bump(&self.counters.attempts);
         let span = tracing::info_span!(
             "attempt",
-            otel.name = format!("attempt {attempt}"),
-            attempt,
+            otel.name = format!("attempt {number}"),
+            attempt = number,
+            hedge = req.hedge,
             backoff_ms = req.backoff.as_secs_f64() * 1e3,
             endpoint = tracing::field::Empty,
+            queued_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
+        let made = req.attempts_counter();
         // Called inside the span: the client below sends this span's trace context.
         let call = span.in_scope(|| self.inner.call(req));
         async move {
@@ -93,8 +98,10 @@ where
                     tracing::Span::current().record("outcome", "OK");
                     Ok(Answered {
                         reply,
-                        attempts: attempt,
+                        attempts: made.load(std::sync::atomic::Ordering::Relaxed),
                         from_cache: false,
+                        winner: number,
+                        hedged: false,
                     })
                 }
                 Err(error) => {
@@ -103,8 +110,9 @@ where
                     propagation::set_error(&span, error.to_string());
                     Err(Failed {
                         error,
-                        attempts: attempt,
+                        attempts: made.load(std::sync::atomic::Ordering::Relaxed),
                         stopped: None,
+                        hedged: false,
                     })
                 }
             }

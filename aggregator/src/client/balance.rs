@@ -73,7 +73,10 @@ impl Balance {
 fn verdict<T>(outcome: &Result<T, CallError>) -> Verdict {
     match outcome {
         Ok(_) => Verdict::Answered,
-        Err(CallError::Status(s)) if s.code() == Code::Unavailable => Verdict::Unreachable,
+        Err(CallError::Unreachable(_)) => Verdict::Unreachable { connection: true },
+        Err(CallError::Status(s)) if s.code() == Code::Unavailable => {
+            Verdict::Unreachable { connection: false }
+        }
         // tonic's own timer (the grpc-timeout we sent ran out here first): no answer.
         Err(CallError::Status(s)) if s.code() == Code::Cancelled => Verdict::GivenUp,
         Err(CallError::Status(_)) => Verdict::Answered,

@@ -148,6 +148,8 @@ where
                 reply,
                 attempts: 0,
                 from_cache: true,
+                winner: 0,
+                hedged: false,
             };
             return futures::future::ready(Ok(answer)).boxed();
         }

@@ -19,10 +19,23 @@ pub enum CallError {
     Deadline(Phase),
     #[error("no free slot within the deadline (--backend-concurrency {limit} reached)")]
     NoSlot { limit: usize },
-    /// The backend's answer, or tonic's when the call never got one (the message then says
-    /// what failed, e.g. "connection refused").
+    #[error(
+        "not sent: over its concurrency limit of {limit}{} for {} (--queue-timeout)",
+        if *.adaptive { " (adaptive, --backend-concurrency auto)" } else { " (--backend-concurrency)" },
+        fmt_duration(*.waited)
+    )]
+    OverLimit {
+        limit: usize,
+        adaptive: bool,
+        waited: Duration,
+    },
+    /// The backend's answer, or tonic's for a call the backend turned away.
     #[error("{}", .0.message())]
     Status(Status),
+    /// No connection to the backend, or the one there was broke: the status says what failed
+    /// ("tcp connect error: Connection refused"), always UNAVAILABLE.
+    #[error("{}", .0.message())]
+    Unreachable(Status),
 }
 
 /// Where a call was when its deadline passed.
@@ -56,7 +69,8 @@ impl CallError {
             CallError::AttemptTimeout { .. }
             | CallError::Deadline(_)
             | CallError::NoSlot { .. } => Code::DeadlineExceeded,
-            CallError::Status(s) => s.code(),
+            CallError::OverLimit { .. } => Code::ResourceExhausted,
+            CallError::Status(s) | CallError::Unreachable(s) => s.code(),
         }
     }
 
@@ -64,9 +78,12 @@ impl CallError {
     /// (`UNAVAILABLE`), or one attempt ran out of its own time while the call has more.
     pub fn retryable(&self) -> bool {
         match self {
-            CallError::AttemptTimeout { .. } => true,
+            CallError::AttemptTimeout { .. } | CallError::Unreachable(_) => true,
             CallError::Status(s) => s.code() == Code::Unavailable,
-            CallError::Deadline(_) | CallError::NoSlot { .. } => false,
+            // Shed on purpose: a retry would join the same line.
+            CallError::Deadline(_) | CallError::NoSlot { .. } | CallError::OverLimit { .. } => {
+                false
+            }
         }
     }
 
@@ -100,14 +117,17 @@ impl CallError {
             }
             next = e.source();
         }
-        let code = match status.code() {
-            // h2 fails a stream with the server's GOAWAY only when the server did not take it.
-            _ if goaway => Code::Unavailable,
-            Code::Unknown => Code::Unavailable,
-            Code::Cancelled if !timer => Code::Unavailable,
-            code => code,
-        };
-        CallError::Status(Status::new(code, message))
+        match status.code() {
+            // h2 fails a stream with the server's GOAWAY only when the server did not take it:
+            // the server is there, and turned the call away.
+            _ if goaway => CallError::Status(Status::unavailable(message)),
+            // tonic's own timer for the grpc-timeout we sent: the timeout layer above sees it.
+            Code::Cancelled if timer => CallError::Status(Status::new(Code::Cancelled, message)),
+            Code::Unknown | Code::Cancelled | Code::Unavailable => {
+                CallError::Unreachable(Status::unavailable(message))
+            }
+            code => CallError::Status(Status::new(code, message)),
+        }
     }
 }
 
@@ -143,6 +163,8 @@ pub struct Failed {
     pub error: CallError,
     pub attempts: u32,
     pub stopped: Option<Stop>,
+    /// Whether a hedge was sent.
+    pub hedged: bool,
 }
 
 impl Failed {
@@ -150,7 +172,14 @@ impl Failed {
     /// retrying stopped.
     pub fn to_failure(&self, backend: &str) -> Failure {
         let code = self.error.code();
-        let mut message = format!("backend {backend}: {}", self.error);
+        let prefix = format!("backend {backend}: ");
+        let error = self.error.to_string();
+        // Our backends name themselves in their own messages already.
+        let mut message = if error.starts_with(&prefix) {
+            error
+        } else {
+            prefix + &error
+        };
         if let Some(why) = self.stopped {
             message.push_str(&format!("; {why}"));
         }
@@ -175,6 +204,7 @@ mod tests {
             },
             attempts: 2,
             stopped: Some(Stop::MaxAttempts(2)),
+            hedged: false,
         };
         let f = failed.to_failure("beta");
         assert_eq!((f.code, f.code_name.as_str()), (4, "DEADLINE_EXCEEDED"));

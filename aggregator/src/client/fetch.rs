@@ -147,6 +147,18 @@ fn client(
     keepalive: Keepalive,
     tls: &ClientTls,
 ) -> Result<BackendClient<Channel>, tonic::transport::Error> {
+    let channel = channel(url, origin, keepalive, tls)?;
+    Ok(BackendClient::new(channel).accept_compressed(CompressionEncoding::Gzip))
+}
+
+/// A lazily connected channel to the endpoint at `url`, set up as every backend channel is
+/// (calls, and the health probes of ejected endpoints, alike).
+pub fn channel(
+    url: &str,
+    origin: Option<&str>,
+    keepalive: Keepalive,
+    tls: &ClientTls,
+) -> Result<Channel, tonic::transport::Error> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())?;
     let origin: Option<http::Uri> = origin.and_then(|o| o.parse().ok());
     if endpoint.uri().scheme_str() == Some("https") {
@@ -166,15 +178,14 @@ fn client(
     if let Some(origin) = origin {
         endpoint = endpoint.origin(origin);
     }
-    let channel = endpoint
+    Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(keepalive.interval)
         .keep_alive_timeout(keepalive.timeout)
         // gRFC A8: no pings without calls in flight.
         .keep_alive_while_idle(false)
-        .connect_lazy();
-    Ok(BackendClient::new(channel).accept_compressed(CompressionEncoding::Gzip))
+        .connect_lazy())
 }
 
 /// Whether `status` carries a GOAWAY `ENHANCE_YOUR_CALM` the backend sent.

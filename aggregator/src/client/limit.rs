@@ -1,33 +1,377 @@
-//! A per-backend concurrency limit whose wait is bounded by the call's deadline.
+//! How many calls one backend gets at once: a fixed `--backend-concurrency N`, or `auto`, a
+//! limit that follows the backend's latency; and how long a call may wait for a slot.
 //!
 //! tower's `ConcurrencyLimit` waits for a permit in `poll_ready`, before it sees the request, so
-//! it cannot know how long this call may wait; a call queued behind a slow backend would wait
-//! past its deadline. Here the wait is part of `call`: past the deadline it gives up with
-//! `DEADLINE_EXCEEDED`, naming `--backend-concurrency`. The permit is held until the inner
-//! future ends (or is dropped, when the call is cancelled).
+//! it cannot bound a call's wait by that call's deadline, and its limit is fixed. Here the wait
+//! is part of `call`: past `--queue-timeout` it fails fast with RESOURCE_EXHAUSTED naming the
+//! limit (so overload sheds rather than queues), past the deadline with DEADLINE_EXCEEDED.
+//!
+//! **The adaptive limit** is AIMD on latency, a gradient in the manner of Netflix's
+//! concurrency-limits and Envoy's adaptive concurrency filter. Answers are taken in intervals of
+//! at least 100 ms (and 5 answers); an interval's median answer time is compared with the
+//! no-load latency, the lowest interval median of the last 2.5 to 5 s. Within 50% of it (plus
+//! 1 ms of noise), the limit grows by its square root, if it is in use (at least half of it
+//! taken at some point in the interval: growing a limit that holds nobody back means nothing);
+//! above it for two intervals in a row, the limit shrinks in proportion to the excess (by 30% at
+//! most each interval), in use or not: the calls in flight are what the backend is queueing.
+//!
+//! Why medians of intervals: a backend's latency has a spread of its own (a heavy tail,
+//! replicas of different speeds), and compared with the single fastest answer that spread would
+//! read as queueing; medians compare like with like. Why two intervals: a shared machine's
+//! hiccup often lasts one. Why a multiplicative cut: a backend that falls behind is queueing
+//! now, and cutting by up to 30% each 100 ms sheds within a second where Vegas' one-step moves
+//! take many; growing by the square root finds a limit of a few hundred in a couple of seconds. Why a window: a backend whose latency really doubled (not queueing,
+//! just slower) is first cut back, then, once its fast intervals have left the window, judged by
+//! its new latency, so the limit settles again within about 5 s. And after a cut the backend's
+//! line drains, so the window keeps seeing intervals near the no-load latency even under a
+//! sustained overload.
 
-use std::sync::Arc;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use fanout_proto::limits::MIN_TIMEOUT;
 use futures::future::{BoxFuture, FutureExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
 
 use super::Bounded;
 use super::error::{CallError, Phase};
 
-/// Makes [`ConcurrencyLimit`]s sharing one set of slots.
+/// `--backend-concurrency`: a fixed number of calls in flight at one backend, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    Fixed(usize),
+    Auto,
+}
+
+impl FromStr for Limit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "auto" => Ok(Limit::Auto),
+            n => match n.parse::<usize>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Limit::Fixed(n)),
+                _ => Err(format!(
+                    "`{s}` is neither `auto` nor a number of calls from 1 to {MAX_LIMIT}"
+                )),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Limit::Fixed(n) => write!(f, "{n}"),
+            Limit::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// The highest limit, fixed or adaptive.
+pub const MAX_LIMIT: usize = 100_000;
+/// Where an adaptive limit starts (the old fixed default: a fresh aggregator takes a burst; the
+/// limit halves every 100 ms at most while the backend says it is too much), and the most it
+/// goes to.
+const START: f64 = 100.0;
+const AUTO_MAX: f64 = 1_000.0;
+/// An adaptive limit never goes below this: enough to keep measuring.
+const MIN_AUTO: f64 = 2.0;
+/// The wait for a slot under an adaptive limit, unless `--queue-timeout` says otherwise.
+pub const AUTO_QUEUE_TIMEOUT: Duration = Duration::from_millis(20);
+const INTERVAL: Duration = Duration::from_millis(100);
+/// An interval ends with at least this many answers, and keeps at most this many.
+const MIN_ANSWERS: usize = 5;
+const MAX_ANSWERS: usize = 4096;
+const TOLERANCE: f64 = 1.5;
+const NOISE: Duration = Duration::from_millis(1);
+/// The minimum is kept over the last one to two of these.
+const MIN_WINDOW: Duration = Duration::from_millis(2_500);
+
+/// One backend's slots, shared by every runtime that calls it.
+#[derive(Debug)]
+pub struct Limiter {
+    backend: Arc<str>,
+    slots: Arc<Semaphore>,
+    /// The limit now.
+    limit: AtomicUsize,
+    /// Slots to take out of circulation as calls end, after the limit fell below the calls in
+    /// flight.
+    owed: AtomicUsize,
+    /// How long a call may wait for a slot; `None`: until its deadline.
+    queue_timeout: Option<Duration>,
+    adaptive: Option<Mutex<Gradient>>,
+    pub in_flight: AtomicU64,
+    /// Calls waiting for a slot now.
+    pub queued: AtomicU64,
+    /// Calls that gave up waiting after `--queue-timeout`.
+    pub over_limit: AtomicU64,
+}
+
+impl Limiter {
+    pub fn new(backend: Arc<str>, limit: Limit, queue_timeout: Option<Duration>) -> Self {
+        let (start, adaptive, queue_timeout) = match limit {
+            Limit::Fixed(n) => (n, None, queue_timeout),
+            Limit::Auto => (
+                START as usize,
+                Some(Mutex::new(Gradient::new())),
+                Some(queue_timeout.unwrap_or(AUTO_QUEUE_TIMEOUT)),
+            ),
+        };
+        Limiter {
+            backend,
+            slots: Arc::new(Semaphore::new(start)),
+            limit: AtomicUsize::new(start),
+            owed: AtomicUsize::new(0),
+            queue_timeout,
+            adaptive,
+            in_flight: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            over_limit: AtomicU64::new(0),
+        }
+    }
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.limit.load(Relaxed)
+    }
+
+    pub fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
+    }
+
+    /// Waits for a slot: at most `--queue-timeout` (RESOURCE_EXHAUSTED), and never past
+    /// `deadline` (DEADLINE_EXCEEDED).
+    pub async fn acquire(self: &Arc<Self>, deadline: Instant) -> Result<Slot, CallError> {
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let asked = Instant::now();
+                let until = match self.queue_timeout {
+                    Some(q) => deadline.min(asked + q),
+                    None => deadline,
+                };
+                self.queued.fetch_add(1, Relaxed);
+                let got = tokio::time::timeout_at(until, self.slots.clone().acquire_owned()).await;
+                self.queued.fetch_sub(1, Relaxed);
+                match got {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_closed)) => {
+                        return Err(CallError::Status(tonic::Status::unavailable(
+                            "shutting down",
+                        )));
+                    }
+                    Err(_) if until < deadline => {
+                        self.over_limit.fetch_add(1, Relaxed);
+                        return Err(CallError::OverLimit {
+                            limit: self.limit(),
+                            adaptive: self.is_adaptive(),
+                            waited: asked.elapsed(),
+                        });
+                    }
+                    Err(_) => {
+                        return Err(CallError::NoSlot {
+                            limit: self.limit(),
+                        });
+                    }
+                }
+            }
+        };
+        let in_flight = self.in_flight.fetch_add(1, Relaxed) + 1;
+        Ok(Slot {
+            limiter: self.clone(),
+            permit: Some(permit),
+            started: Instant::now(),
+            in_flight,
+        })
+    }
+
+    /// Sets the limit to `new`: more slots at once, fewer as calls end.
+    fn set(&self, new: usize) {
+        let old = self.limit.swap(new, Relaxed);
+        if new > old {
+            let mut more = new - old;
+            // Pay back slots still owed first.
+            while more > 0 {
+                let owed = self.owed.load(Relaxed);
+                if owed == 0 {
+                    break;
+                }
+                let pay = owed.min(more);
+                if self
+                    .owed
+                    .compare_exchange(owed, owed - pay, Relaxed, Relaxed)
+                    .is_ok()
+                {
+                    more -= pay;
+                }
+            }
+            self.slots.add_permits(more);
+        } else if new < old {
+            let fewer = old - new;
+            let taken = self.slots.forget_permits(fewer);
+            self.owed.fetch_add(fewer - taken, Relaxed);
+        }
+    }
+
+    /// One answered call's time, for the adaptive limit.
+    fn answered(&self, took: Duration, in_flight: u64) {
+        let Some(adaptive) = &self.adaptive else {
+            return;
+        };
+        let mut g = adaptive.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(new) = g.sample(took, in_flight as usize, self.limit()) else {
+            return;
+        };
+        let logged = g.logged;
+        if new * 2 <= logged || new >= logged * 2 {
+            g.logged = new;
+            tracing::info!(
+                backend = &*self.backend,
+                from = logged,
+                to = new,
+                no_load_ms = g.floor().as_secs_f64() * 1e3,
+                "adaptive concurrency limit moved"
+            );
+        }
+        drop(g);
+        self.set(new);
+    }
+}
+
+/// A slot at a backend, held while a call is there.
+#[derive(Debug)]
+pub struct Slot {
+    limiter: Arc<Limiter>,
+    permit: Option<OwnedSemaphorePermit>,
+    started: Instant,
+    /// Calls in flight at the backend when this one started, itself included.
+    in_flight: u64,
+}
+
+impl Slot {
+    /// The call answered: its time feeds the adaptive limit.
+    pub fn answered(self) {
+        self.limiter
+            .answered(self.started.elapsed(), self.in_flight);
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limiter.in_flight.fetch_sub(1, Relaxed);
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        // A slot the limit no longer has goes out of circulation.
+        let owed = &self.limiter.owed;
+        let mut n = owed.load(Relaxed);
+        while n > 0 {
+            match owed.compare_exchange(n, n - 1, Relaxed, Relaxed) {
+                Ok(_) => {
+                    permit.forget();
+                    return;
+                }
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+/// The adaptive limit's state: see the module docs.
+#[derive(Debug)]
+struct Gradient {
+    limit: f64,
+    /// The lowest interval median of the current and the previous window.
+    current_min: Duration,
+    previous_min: Duration,
+    window_start: Instant,
+    /// This interval's answer times.
+    answers: Vec<Duration>,
+    peak: usize,
+    /// Intervals in a row whose median was over the target.
+    over: u32,
+    interval_start: Instant,
+    /// The limit last logged.
+    logged: usize,
+}
+
+impl Gradient {
+    fn new() -> Self {
+        let now = Instant::now();
+        Gradient {
+            limit: START,
+            current_min: Duration::MAX,
+            previous_min: Duration::MAX,
+            window_start: now,
+            answers: Vec::new(),
+            peak: 0,
+            over: 0,
+            interval_start: now,
+            logged: START as usize,
+        }
+    }
+
+    /// The no-load latency: the lowest interval median in the window.
+    fn floor(&self) -> Duration {
+        self.current_min.min(self.previous_min)
+    }
+
+    /// Takes one answer's time; at the end of an interval, the new limit.
+    fn sample(&mut self, took: Duration, in_flight: usize, limit: usize) -> Option<usize> {
+        if self.answers.len() < MAX_ANSWERS {
+            self.answers.push(took);
+        }
+        self.peak = self.peak.max(in_flight);
+        let now = Instant::now();
+        if now - self.interval_start < INTERVAL || self.answers.len() < MIN_ANSWERS {
+            return None;
+        }
+        if now - self.window_start >= MIN_WINDOW {
+            self.previous_min = self.current_min;
+            self.current_min = Duration::MAX;
+            self.window_start = now;
+        }
+        let mid = self.answers.len() / 2;
+        let median = *self.answers.select_nth_unstable(mid).1;
+        self.current_min = self.current_min.min(median);
+        let target = self.floor().mul_f64(TOLERANCE) + NOISE;
+        self.limit = limit as f64;
+        let in_use = self.peak * 2 >= limit;
+        if median <= target {
+            self.over = 0;
+            if in_use {
+                self.limit += self.limit.sqrt().max(1.0);
+            }
+        } else {
+            self.over += 1;
+            if self.over >= 2 {
+                let ratio = target.as_secs_f64() / median.as_secs_f64();
+                self.limit *= ratio.max(0.7);
+            }
+        }
+        self.limit = self.limit.clamp(MIN_AUTO, AUTO_MAX);
+        self.answers.clear();
+        self.peak = 0;
+        self.interval_start = now;
+        Some(self.limit.round() as usize)
+    }
+}
+
+/// Makes [`ConcurrencyLimit`]s over one backend's [`Limiter`].
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimitLayer {
-    slots: Arc<Semaphore>,
-    /// How many slots there are, for the error message.
-    limit: usize,
+    limiter: Arc<Limiter>,
 }
 
 impl ConcurrencyLimitLayer {
-    pub fn new(slots: Arc<Semaphore>, limit: usize) -> Self {
-        ConcurrencyLimitLayer { slots, limit }
+    pub fn new(limiter: Arc<Limiter>) -> Self {
+        ConcurrencyLimitLayer { limiter }
     }
 }
 
@@ -36,8 +380,7 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
     fn layer(&self, inner: S) -> ConcurrencyLimit<S> {
         ConcurrencyLimit {
             inner,
-            slots: self.slots.clone(),
-            limit: self.limit,
+            limiter: self.limiter.clone(),
         }
     }
 }
@@ -46,8 +389,7 @@ impl<S> Layer<S> for ConcurrencyLimitLayer {
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimit<S> {
     inner: S,
-    slots: Arc<Semaphore>,
-    limit: usize,
+    limiter: Arc<Limiter>,
 }
 
 impl<S, M> Service<Bounded<M>> for ConcurrencyLimit<S>
@@ -67,24 +409,127 @@ where
     }
 
     fn call(&mut self, req: Bounded<M>) -> Self::Future {
-        let (slots, limit, inner) = (self.slots.clone(), self.limit, self.inner.clone());
+        let (limiter, inner) = (self.limiter.clone(), self.inner.clone());
         async move {
-            let slot = match tokio::time::timeout_at(req.deadline, slots.acquire_owned()).await {
-                Ok(Ok(slot)) => slot,
-                Ok(Err(_closed)) => {
-                    return Err(CallError::Status(tonic::Status::unavailable(
-                        "shutting down",
-                    )));
-                }
-                Err(_elapsed) => return Err(CallError::NoSlot { limit }),
-            };
+            let asked = Instant::now();
+            let slot = limiter.acquire(req.deadline).await?;
+            let waited = asked.elapsed();
+            if !waited.is_zero() {
+                tracing::Span::current().record("queued_ms", waited.as_secs_f64() * 1e3);
+            }
             if req.left() < MIN_TIMEOUT {
                 return Err(CallError::Deadline(Phase::WaitingForSlot));
             }
             let answer = inner.oneshot(req).await;
-            drop(slot);
+            if answer.is_ok() {
+                slot.answered();
+            }
             answer
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_read_auto_or_a_number() {
+        assert_eq!("auto".parse(), Ok(Limit::Auto));
+        assert_eq!("64".parse(), Ok(Limit::Fixed(64)));
+        for bad in ["0", "-3", "lots", "100001"] {
+            assert!(
+                bad.parse::<Limit>().unwrap_err().contains("neither `auto`"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_gradient_grows_while_latency_holds_and_shrinks_when_it_rises() {
+        let mut g = Gradient::new();
+        let mut limit = START as usize;
+        let step = |g: &mut Gradient, took_ms: u64, limit: usize| {
+            let mut new = None;
+            for _ in 0..20 {
+                new = g
+                    .sample(Duration::from_millis(took_ms), limit, limit)
+                    .or(new);
+            }
+            new
+        };
+        // Paused time: advance an interval between batches.
+        for _ in 0..10 {
+            tokio::time::advance(INTERVAL).await;
+            if let Some(new) = step(&mut g, 100, limit) {
+                limit = new;
+            }
+        }
+        assert!(
+            limit > 120,
+            "latency held at its floor, in use: it grew, to {limit}"
+        );
+        let grown = limit;
+        // Latency triples from queueing: cut back hard (after two intervals of it).
+        for _ in 0..5 {
+            tokio::time::advance(INTERVAL).await;
+            if let Some(new) = step(&mut g, 300, limit) {
+                limit = new;
+            }
+        }
+        assert!(limit < grown / 2, "from {grown} to {limit}");
+        assert!(limit >= 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_spread_of_latencies_is_not_taken_for_queueing() {
+        // A heavy tail and replicas of different speeds: answers of 5 to 200 ms, every interval
+        // alike. Nothing queues, so the limit must not fall.
+        let mut g = Gradient::new();
+        let mut limit = START as usize;
+        for _ in 0..30 {
+            tokio::time::advance(INTERVAL).await;
+            for i in 0..50u64 {
+                let took = Duration::from_millis(if i % 10 == 0 { 200 } else { 5 + i % 7 });
+                if let Some(new) = g.sample(took, limit, limit) {
+                    limit = new;
+                }
+            }
+        }
+        assert!(limit >= START as usize, "a spread cut the limit to {limit}");
+    }
+
+    #[tokio::test]
+    async fn a_shrinking_limit_takes_slots_back_as_calls_end() {
+        let l = Arc::new(Limiter::new(
+            "b".into(),
+            Limit::Fixed(4),
+            Some(Duration::from_millis(5)),
+        ));
+        let far = Instant::now() + Duration::from_secs(5);
+        let slots: Vec<Slot> = futures::future::join_all((0..4).map(|_| l.acquire(far)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        l.set(2);
+        drop(slots);
+        // Two slots now, whatever the four calls that held them did.
+        let a = l.acquire(far).await.unwrap();
+        let b = l.acquire(far).await.unwrap();
+        let refused = l.acquire(far).await.unwrap_err();
+        assert!(
+            matches!(refused, CallError::OverLimit { limit: 2, .. }),
+            "{refused:?}"
+        );
+        drop((a, b));
+        l.set(3);
+        let held: Vec<Slot> = futures::future::join_all((0..3).map(|_| l.acquire(far)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(held.len(), 3);
     }
 }

@@ -5,14 +5,17 @@
 //! Cache          a cached reply answers at once: no attempt, no slot, no retry token
 //!  Retry         tower's Retry with our policy: retryable codes, backoff with jitter that must
 //!                fit the deadline, a per-backend budget
-//!   Attempt      one span per attempt (traceparent goes out under it), counted; no attempt
+//!   Hedge        (when on) a second attempt if the first is slow; the first answer wins, the
+//!                other is cancelled; a budget
+//!    Attempt     one span per attempt (traceparent goes out under it), counted; no attempt
 //!                starts without time for one
-//!    Limit       per-backend concurrency: the wait for a slot is bounded by the deadline
-//!     Timeout    one attempt's bound: the smaller of its own timeout and what the deadline leaves
-//!      Balance   one of the backend's replicas, by power of two choices, preferring one this
+//!     Limit      per-backend concurrency, fixed or adaptive (following the backend's latency);
+//!                the wait for a slot is bounded by --queue-timeout and the deadline
+//!      Timeout   one attempt's bound: the smaller of its own timeout and what the deadline leaves
+//!       Balance  one of the backend's replicas, by power of two choices, preferring one this
 //!                call has not tried; outcomes feed outlier ejection; a silent replica takes
 //!                one call at a time (no pile of cancelled streams for it to find on waking)
-//!       Fetch    tonic's BackendClient over that replica's lazily connected Channel; the bound
+//!        Fetch   tonic's BackendClient over that replica's lazily connected Channel; the bound
 //!                goes along as grpc-timeout
 //! ```
 //!
@@ -28,18 +31,18 @@ pub mod balance;
 pub mod cache;
 pub mod error;
 pub mod fetch;
+pub mod hedge;
 pub mod limit;
 pub mod replicas;
 pub mod retry;
 pub mod silence;
 pub mod timeout;
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::retry::RetryLayer;
@@ -49,7 +52,8 @@ use tower::util::BoxCloneSyncService;
 use self::attempt::AttemptLayer;
 use self::cache::{Cache, CacheLayer};
 use self::error::Failed;
-use self::limit::ConcurrencyLimitLayer;
+use self::hedge::{HedgeLayer, HedgePolicy, Hedging};
+use self::limit::{ConcurrencyLimitLayer, Limit, Limiter};
 use self::retry::{Retries, RetryPolicy};
 use self::timeout::AttemptTimeoutLayer;
 
@@ -64,15 +68,23 @@ pub struct Bounded<M> {
     pub deadline: Instant,
     /// Bound on one attempt; the deadline may cut an attempt shorter.
     pub attempt_timeout: Duration,
-    /// Which attempt this is, from 1 (the retry policy counts).
+    /// Which try this is, from 1 (the retry policy counts; a try and its hedges share it).
     pub attempt: u32,
+    /// This attempt's number in the call, from 1, counting hedges (the attempt layer numbers).
+    pub number: u32,
+    /// Whether this attempt is a hedge.
+    pub hedge: bool,
+    /// The request's own hedge delay (`hedge_after_ms`), over the backend's; zero: none.
+    pub hedge_after: Option<Duration>,
     /// How long the retry policy waited before this attempt.
     pub backoff: Duration,
     /// Whether a reply may come from, and go into, the cache.
     pub cacheable: bool,
     /// The endpoints this call's attempts went to, shared by every attempt of the call, so a
-    /// retry goes elsewhere when it can.
+    /// retry or a hedge goes elsewhere when it can.
     tried: Arc<Mutex<Vec<u64>>>,
+    /// Attempts started in this call, shared by every attempt of it.
+    made: Arc<AtomicU32>,
 }
 
 impl<M> Bounded<M> {
@@ -83,10 +95,30 @@ impl<M> Bounded<M> {
             deadline,
             attempt_timeout,
             attempt: 1,
+            number: 0,
+            hedge: false,
+            hedge_after: None,
             backoff: Duration::ZERO,
             cacheable: false,
             tried: Arc::default(),
+            made: Arc::default(),
         }
+    }
+
+    /// Numbers a new attempt of this call (1, 2, ...).
+    pub fn start_attempt(&mut self) -> u32 {
+        self.number = self.made.fetch_add(1, Relaxed) + 1;
+        self.number
+    }
+
+    /// Attempts started in this call so far.
+    pub fn attempts_made(&self) -> u32 {
+        self.made.load(Relaxed)
+    }
+
+    /// The call's attempt counter, to read once an attempt has ended.
+    pub fn attempts_counter(&self) -> Arc<AtomicU32> {
+        self.made.clone()
     }
 
     /// The endpoints this call has tried so far.
@@ -115,6 +147,10 @@ pub struct Answered<R> {
     /// Attempts made (0 when the reply came from the cache).
     pub attempts: u32,
     pub from_cache: bool,
+    /// Which attempt answered (0 from the cache).
+    pub winner: u32,
+    /// Whether a hedge was sent.
+    pub hedged: bool,
 }
 
 /// The aggregator's cache: `Fetch` replies by backend name and query.
@@ -131,6 +167,10 @@ pub struct StackCounters {
     pub retries_throttled: AtomicU64,
     /// Replies served from the cache.
     pub cache_hits: AtomicU64,
+    /// Hedges sent, won (answered first), and refused by the hedge budget.
+    pub hedges: AtomicU64,
+    pub hedges_won: AtomicU64,
+    pub hedges_refused: AtomicU64,
 }
 
 impl StackCounters {
@@ -149,28 +189,33 @@ pub struct StackState {
     /// This backend's retry budget: a backend that always fails spends its own, not the
     /// tokens another backend's retries need.
     pub budget: Arc<TpsBudget>,
-    /// `--backend-concurrency` slots.
-    pub slots: Arc<Semaphore>,
-    pub slot_count: usize,
+    /// `--backend-concurrency`: this backend's slots, fixed or adaptive.
+    pub limiter: Arc<Limiter>,
     pub counters: Arc<StackCounters>,
     /// The aggregator's cache (shared by all backends, keyed by backend and query), if on.
     pub cache: Option<ReplyCache>,
+    /// This backend's hedging: its policy, budget and recent latencies.
+    pub hedging: Arc<Hedging>,
 }
 
 impl StackState {
     pub fn new(
         name: &str,
         retry: RetryPolicy,
-        concurrency: usize,
+        hedge: HedgePolicy,
+        limit: Limit,
+        queue_timeout: Option<Duration>,
         cache: Option<ReplyCache>,
     ) -> Self {
+        let counters: Arc<StackCounters> = Arc::default();
+        let name: Arc<str> = name.into();
         StackState {
-            name: name.into(),
+            limiter: Arc::new(Limiter::new(name.clone(), limit, queue_timeout)),
+            name,
             budget: Arc::new(retry.budget()),
             retry,
-            slots: Arc::new(Semaphore::new(concurrency)),
-            slot_count: concurrency,
-            counters: Arc::default(),
+            hedging: Arc::new(Hedging::new(hedge, counters.clone())),
+            counters,
             cache,
         }
     }
@@ -205,14 +250,14 @@ where
         // Retries wrap everything below, so each attempt waits for its own slot and gets its own
         // timeout and span; the policy refuses a retry whose backoff the deadline cannot fit.
         .layer(RetryLayer::new(Retries::new(state)))
-        // Inside the retry, once per attempt: the span, the count, the check that time is left.
+        // Inside the retry, so a try is hedged and a failed hedged try retried; above the
+        // attempt, so a hedge is an attempt of its own (span, slot, timeout, another replica).
+        .layer(HedgeLayer::new(state.hedging.clone()))
+        // Once per attempt: the span, the count, the check that time is left.
         .layer(AttemptLayer::new(state.counters.clone()))
         // Above the timeout, so the wait for a slot is not charged to the attempt's own timeout
         // (a queue is not the backend being slow) but only to the call's deadline.
-        .layer(ConcurrencyLimitLayer::new(
-            state.slots.clone(),
-            state.slot_count,
-        ))
+        .layer(ConcurrencyLimitLayer::new(state.limiter.clone()))
         // Innermost: the attempt's bound, which the deadline may shorten; it narrows the
         // deadline the client sends as grpc-timeout.
         .layer(AttemptTimeoutLayer)

@@ -26,11 +26,14 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use fanout_tls::ClientTls;
 use futures::future::BoxFuture;
 
 use super::silence::Silence;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use super::fetch::Keepalive;
 
 /// Finds the addresses of a host name. [`Dns`] asks the system's resolver; tests inject their
 /// own.
@@ -157,8 +160,9 @@ impl Replica {
 pub enum Verdict {
     /// An answer (an error status from the backend's own code included): the replica is up.
     Answered,
-    /// No connection, a broken one, or UNAVAILABLE: counts toward ejection.
-    Unreachable,
+    /// No connection or a broken one (`connection`), or an UNAVAILABLE answer: counts toward
+    /// ejection.
+    Unreachable { connection: bool },
     /// Given up on for want of an answer (its time ran out): counts toward silence.
     GivenUp,
     /// Neither (the caller went away before the call's time was up): says nothing either way.
@@ -169,6 +173,9 @@ pub enum Verdict {
 pub struct Replicas {
     backend: Arc<str>,
     policy: ReplicaPolicy,
+    /// For the channels of health probes.
+    keepalive: Keepalive,
+    tls: ClientTls,
     set: watch::Sender<Arc<[Arc<Replica>]>>,
     /// Whether the names have been resolved once (until then an empty set means "wait").
     resolved: watch::Sender<bool>,
@@ -236,6 +243,8 @@ impl Replicas {
         backend: Arc<str>,
         urls: &[String],
         policy: ReplicaPolicy,
+        keepalive: Keepalive,
+        tls: ClientTls,
         resolver: Resolver,
     ) -> Arc<Replicas> {
         let sources: Vec<Source> = urls.iter().map(|u| Source::of(u)).collect();
@@ -257,6 +266,8 @@ impl Replicas {
         let replicas = Arc::new(Replicas {
             backend,
             policy,
+            keepalive,
+            tls,
             set: watch::Sender::new(fixed.into()),
             resolved: watch::Sender::new(named.is_empty()),
             last_error: Mutex::new(None),
@@ -367,7 +378,7 @@ impl Replicas {
     }
 
     /// Counts one call's outcome at `r`, ejecting it when it has failed too often in a row.
-    pub fn record(&self, r: &Replica, verdict: Verdict) {
+    pub fn record(self: &Arc<Self>, r: &Arc<Replica>, verdict: Verdict) {
         match verdict {
             Verdict::Answered => {
                 r.served.fetch_add(1, Relaxed);
@@ -380,11 +391,12 @@ impl Replicas {
                     );
                 }
             }
-            Verdict::Unreachable => {
+            Verdict::Unreachable { connection } => {
                 r.failed.fetch_add(1, Relaxed);
                 let n = r.consecutive.fetch_add(1, Relaxed) + 1;
-                if n >= self.policy.eject_after {
-                    self.eject(r);
+                if n >= self.policy.eject_after && self.eject(r) && connection {
+                    // Out for want of a connection: find out as soon as it takes them again.
+                    tokio::spawn(probe(Arc::downgrade(self), r.clone()));
                 }
             }
             Verdict::Unknown => {
@@ -405,11 +417,13 @@ impl Replicas {
         }
     }
 
-    fn eject(&self, r: &Replica) {
+    /// Takes `r` out of the rotation, unless half the set would then be out; says whether it
+    /// did.
+    fn eject(&self, r: &Replica) -> bool {
         let _one_at_a_time = self.ejecting.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         if r.ejected(now) {
-            return;
+            return false;
         }
         let set = self.current();
         let out = set.iter().filter(|o| o.ejected(now)).count();
@@ -421,7 +435,7 @@ impl Replicas {
                 of = set.len(),
                 "not ejected: half of the endpoints would be out"
             );
-            return;
+            return false;
         }
         let mut e = r.lock();
         e.times += 1;
@@ -440,6 +454,7 @@ impl Replicas {
             times = e.times,
             "endpoint ejected"
         );
+        true
     }
 
     /// Replaces the named part of the set with `found`: addresses, each with its scheme and
@@ -524,5 +539,51 @@ async fn resolve_forever(replicas: Weak<Replicas>, names: Vec<Name>, resolver: A
         let interval = set.policy.resolve_interval;
         drop(set);
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// How often an endpoint ejected for want of a connection is asked whether it is back.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// While `r` is ejected for want of a connection, asks it every [`PROBE_INTERVAL`] for its
+/// `grpc.health.v1` status; the first SERVING brings it back before its ejection runs out, so a
+/// restarted replica takes calls again within a fraction of a second rather than after
+/// `--eject-time`. (Envoy pairs outlier ejection with active health checks the same way.) An
+/// endpoint ejected for UNAVAILABLE answers is not probed: it is up, and says it is serving,
+/// while failing calls; it waits out its time.
+async fn probe(replicas: Weak<Replicas>, r: Arc<Replica>) {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    loop {
+        tokio::time::sleep(PROBE_INTERVAL).await;
+        let Some(set) = replicas.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        if !r.ejected(now) || !set.current().iter().any(|c| c.id == r.id) {
+            return;
+        }
+        let Ok(channel) =
+            super::fetch::channel(&r.url, r.origin.as_deref(), set.keepalive, &set.tls)
+        else {
+            return;
+        };
+        let mut client = HealthClient::new(channel);
+        let check = client.check(HealthCheckRequest::default());
+        let serving = matches!(
+            tokio::time::timeout(PROBE_INTERVAL, check).await,
+            Ok(Ok(answer)) if answer.get_ref().status() == ServingStatus::Serving
+        );
+        if serving {
+            r.lock().until = None;
+            r.consecutive.store(0, Relaxed);
+            tracing::info!(
+                backend = &*set.backend,
+                endpoint = r.addr,
+                "endpoint returns to the rotation: it answers health checks again"
+            );
+            return;
+        }
     }
 }

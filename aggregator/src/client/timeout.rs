@@ -54,7 +54,7 @@ where
         let started = Instant::now();
         let left = req.deadline.saturating_duration_since(started);
         let limit = req.attempt_timeout.min(left);
-        let timed_out = timed_out(req.attempt, limit, req.attempt_timeout < left);
+        let timed_out = timed_out(req.number, limit, req.attempt_timeout < left);
         req.deadline = started + limit;
         let call = tokio::time::timeout(limit, self.inner.call(req));
         async move {

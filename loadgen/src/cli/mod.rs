@@ -1,15 +1,25 @@
-//! The loadgen's flags. Each is also read from an environment variable (shown in `--help`).
+//! The loadgen's flags: the subcommands and theirs here, the load's and the local deployment's
+//! (shared by `run` and `compare`) in [`load`]. Each is also read from an environment variable
+//! (shown in `--help`). Flags that only make sense together are checked in [`load`] or where
+//! the target is known (`run`, `compare`): a flag is honoured or refused, never silently
+//! ignored.
+
+pub mod load;
+
+pub use load::{
+    DEFAULT_CALLERS, DEFAULT_DRAIN, DEFAULT_LATENCY, DEFAULT_LOCAL_BACKENDS,
+    DEFAULT_MAX_OUTSTANDING, LoadArgs, LocalArgs,
+};
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use backend::latency::LatencySpec;
 use clap::{Args, Parser, Subcommand};
 pub use fanout_proto::cli::{FanoutArg, ModeArg};
 use fanout_proto::cli::{duration, positive_duration};
 use fanout_tls::ClientTlsArgs;
 
-use crate::model::{Load, Rpc};
+use crate::model::Rpc;
 
 /// Measures fanout's throughput and latency under blocking and non-blocking configurations,
 /// against the theoretical bound. Without --target it starts a local deployment by itself.
@@ -23,12 +33,6 @@ pub struct Cli {
     /// default 1%) start a trace that continues through the aggregator and backends.
     #[command(flatten)]
     pub telemetry: fanout_telemetry::TelemetryArgs,
-
-    /// Runtime worker threads driving the load [default: one per core]. On a machine shared
-    /// with the server under test, fewer threads can leave it more CPU; 1 runs tokio's
-    /// single-threaded scheduler (no work stealing, no cross-thread wake-ups).
-    #[arg(long, global = true, env = "LOADGEN_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,23 +43,39 @@ pub enum Command {
     /// The matrix: every backend --mode against every aggregator --fanout under the same load,
     /// each beside its theoretical bound; prints a table, writes JSON and an SVG chart.
     Compare(CompareArgs),
+    /// Adds up reports of `run --json` from several loadgens that drove one target together
+    /// (histograms merged exactly, rates summed) into one report: the same table, JSON and chart
+    /// as `run`.
+    Merge(MergeArgs),
     /// Exit 0 when the server at URL reports SERVING on grpc.health.v1, 1 otherwise: for
     /// container healthchecks and scripts.
     Health(HealthArgs),
+}
+
+impl Command {
+    /// The runtime worker threads asked for, by the subcommands that drive load.
+    pub fn threads(&self) -> Option<u16> {
+        match self {
+            Command::Run(a) => a.runtime.threads,
+            Command::Compare(a) => a.runtime.threads,
+            Command::Merge(_) | Command::Health(_) => Some(1),
+        }
+    }
 }
 
 /// `loadgen health`.
 #[derive(Debug, Clone, Args)]
 pub struct HealthArgs {
     /// The server, e.g. http://127.0.0.1:50051 (or 127.0.0.1:50051).
+    #[arg(env = "LOADGEN_HEALTH_URL")]
     pub url: String,
 
     /// The service to ask about; empty means the whole server.
-    #[arg(long, default_value = "")]
+    #[arg(long, env = "LOADGEN_HEALTH_SERVICE", default_value = "")]
     pub service: String,
 
     /// How long to wait for an answer.
-    #[arg(long, default_value = "2s", value_parser = positive_duration)]
+    #[arg(long, env = "LOADGEN_HEALTH_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub timeout: Duration,
 
     /// For an https:// URL.
@@ -63,45 +83,14 @@ pub struct HealthArgs {
     pub tls: ClientTlsArgs,
 }
 
-/// How much load; shared by `run` and `compare`.
+/// The loadgen's own threads, for the subcommands that drive load.
 #[derive(Debug, Clone, Args)]
-pub struct LoadArgs {
-    /// Concurrent callers (closed loop), or with --rate the most calls outstanding at once.
-    #[arg(long, short = 'c', env = "LOADGEN_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub concurrency: u32,
-
-    /// Open loop: send this many calls per second, whatever the latency; latencies then count
-    /// from each call's scheduled start (corrected for coordinated omission).
-    #[arg(long, env = "LOADGEN_RATE", value_parser = parse_rate)]
-    pub rate: Option<f64>,
-
-    /// Stop after this many measured calls instead of after --duration.
-    #[arg(long, short = 'n', env = "LOADGEN_REQUESTS", value_parser = clap::value_parser!(u64).range(1..))]
-    pub requests: Option<u64>,
-
-    /// HTTP/2 connections to spread the callers over.
-    #[arg(long, env = "LOADGEN_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub connections: u32,
-
-    /// Bound on one call, also sent as its grpc-timeout. Unset: no per-call bound (a closed loop
-    /// still ends at its --duration, abandoning calls in flight), as h2load and wrk send none.
-    #[arg(long, env = "LOADGEN_TIMEOUT", value_parser = positive_duration)]
-    pub timeout: Option<Duration>,
-}
-
-impl LoadArgs {
-    /// The load these flags describe, measured for `duration` (unless `--requests` is given)
-    /// after `warmup`.
-    pub fn load(&self, duration: Duration, warmup: Duration) -> Load {
-        Load {
-            concurrency: self.concurrency as usize,
-            rate: self.rate,
-            duration: self.requests.is_none().then_some(duration),
-            requests: self.requests,
-            warmup,
-            timeout: self.timeout,
-        }
-    }
+pub struct RuntimeArgs {
+    /// Runtime worker threads driving the load [default: one per core]. On a machine shared
+    /// with the server under test, fewer threads can leave it more CPU; 1 runs tokio's
+    /// single-threaded scheduler (no work stealing, no cross-thread wake-ups).
+    #[arg(long, env = "LOADGEN_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 /// `loadgen run`.
@@ -127,6 +116,12 @@ pub struct RunArgs {
     #[arg(long, env = "LOADGEN_WARMUP", default_value = "1s", value_parser = duration)]
     pub warmup: Duration,
 
+    /// Start the load at this time (UTC, RFC 3339, e.g. 2030-01-01T12:00:00Z), after connecting
+    /// and checking the target: several loadgens given the same time start together, for
+    /// `loadgen merge` to add up.
+    #[arg(long, env = "LOADGEN_START_AT", value_parser = parse_start_at)]
+    pub start_at: Option<SystemTime>,
+
     /// The query every call sends.
     #[arg(long, env = "LOADGEN_QUERY", default_value = "loadgen")]
     pub query: String,
@@ -145,8 +140,9 @@ pub struct RunArgs {
     #[arg(long, env = "LOADGEN_FANOUT", value_enum)]
     pub fanout: Option<FanoutArg>,
 
-    /// With --target: ask the backends to wait exactly this long (the delay_ms override).
-    #[arg(long, env = "LOADGEN_DELAY", value_parser = duration)]
+    /// With --target: ask the backends to wait exactly this long (the delay_ms override); the
+    /// same as a fixed --latency.
+    #[arg(long, env = "LOADGEN_DELAY", value_parser = duration, conflicts_with = "latency")]
     pub delay: Option<Duration>,
 
     /// Ask the aggregator not to use its cache.
@@ -160,30 +156,18 @@ pub struct RunArgs {
     #[command(flatten)]
     pub tls: ClientTlsArgs,
 
-    /// Also write the report as JSON to this file.
+    /// Also write the report as JSON to this file (with its histograms, for `loadgen merge`).
+    /// `{host}` and `{pid}` in the name become this machine's hostname and the process id, so
+    /// that loadgens sharing a folder write a file each.
     #[arg(long, env = "LOADGEN_JSON")]
     pub json: Option<PathBuf>,
-}
 
-/// The local deployment's shape (and, against a --target, what the theory assumes).
-#[derive(Debug, Clone, Args)]
-pub struct LocalArgs {
-    /// Backend latency: `50ms`, `uniform:20ms..80ms`, `lognormal:p50=20ms,p99=200ms`, ...
-    /// With --target it must be fixed: it is sent as the delay_ms override.
-    #[arg(long, env = "LOADGEN_LATENCY", default_value = "50ms")]
-    pub latency: LatencySpec,
+    /// Also draw the latency distribution (by percentile) as an SVG chart to this file.
+    #[arg(long, env = "LOADGEN_CHART")]
+    pub chart: Option<PathBuf>,
 
-    /// Backends per aggregate call.
-    #[arg(long, env = "LOADGEN_LOCAL_BACKENDS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub local_backends: u32,
-
-    /// Runtime workers of each backend (W_b in the theory).
-    #[arg(long, env = "LOADGEN_BACKEND_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub backend_workers: u32,
-
-    /// Runtime workers of the aggregator (W_a in the theory).
-    #[arg(long, env = "LOADGEN_AGGREGATOR_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
-    pub aggregator_workers: u32,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 /// `loadgen compare`.
@@ -240,15 +224,45 @@ pub struct CompareArgs {
     /// Where to write the chart (SVG).
     #[arg(long, env = "LOADGEN_CHART", default_value = "out/compare.svg")]
     pub chart: PathBuf,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
-fn parse_rate(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(r) if r.is_finite() && r > 0.0 && r <= 10_000_000.0 => Ok(r),
-        _ => Err(format!(
-            "`{s}` is not a rate: give calls per second above 0, e.g. `500`"
-        )),
+/// `loadgen merge`.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Reports written by `loadgen run --json`, or folders of them (every run report in the
+    /// folder; earlier merges are skipped).
+    #[arg(required = true, env = "LOADGEN_MERGE_REPORTS")]
+    pub reports: Vec<PathBuf>,
+
+    /// Also write the combined report as JSON to this file.
+    #[arg(long, env = "LOADGEN_JSON")]
+    pub json: Option<PathBuf>,
+
+    /// Also draw the combined latency distribution as an SVG chart to this file.
+    #[arg(long, env = "LOADGEN_CHART")]
+    pub chart: Option<PathBuf>,
+}
+
+/// A wall-clock time for --start-at: RFC 3339 in UTC, within the next day.
+fn parse_start_at(s: &str) -> Result<SystemTime, String> {
+    let at = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
+        format!(
+            "`{s}` is not a time ({e}); write it in UTC like 2030-01-01T12:00:00Z, e.g. \
+             $(date -u -d '+30 sec' +%FT%TZ)"
+        )
+    })?;
+    if at
+        .duration_since(SystemTime::now())
+        .is_ok_and(|ahead| ahead > Duration::from_secs(24 * 3600))
+    {
+        return Err(format!(
+            "`{s}` is more than a day ahead; --start-at is for starting loadgens together"
+        ));
     }
+    Ok(at)
 }
 
 #[cfg(test)]
@@ -256,9 +270,31 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+    }
+
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_flag_has_an_env_var() {
+        fn walk(cmd: &clap::Command, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_env().is_none() {
+                    missing.push(format!("{} {}", cmd.get_name(), arg.get_id()));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), &mut missing);
+        assert!(missing.is_empty(), "no env var: {missing:?}");
     }
 
     #[test]
@@ -276,10 +312,20 @@ mod tests {
                 "invalid value 'sleepy'",
             ),
             (&["compare", "--concurrency", "0"], "--concurrency"),
+            (&["run", "--start-at", "noon"], "is not a time"),
+            (
+                &["run", "--start-at", "2999-01-01T00:00:00Z"],
+                "more than a day ahead",
+            ),
+            (
+                &["run", "--delay", "5ms", "--latency", "5ms"],
+                "cannot be used",
+            ),
+            (&["run", "--replicas", "0"], "--replicas"),
+            (&["run", "--max-outstanding", "0"], "--max-outstanding"),
+            (&["health"], "<URL>"),
         ] {
-            let err = Cli::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
-                .unwrap_err()
-                .to_string();
+            let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(want), "{args:?}: {err}");
         }
     }
