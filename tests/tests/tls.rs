@@ -240,3 +240,76 @@ async fn a_certificate_rotated_while_calls_run_reaches_new_connections_only() {
     .await;
     assert_eq!(after.code(), Some(0), "{after:?}");
 }
+
+/// An ejected `https://` replica is health-probed over TLS, with the aggregator's client
+/// certificate: restarted at the same address, it takes calls again long before its 30 s
+/// ejection ends (a probe in plaintext, or without the certificate, would never see it serve).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejected_tls_replica_is_probed_over_tls_and_returns() {
+    let pki = Pki::new("fanout test CA");
+    let files = pki.server(&["127.0.0.1"], true);
+    let steady = tls_backend("b", files.clone());
+    let victim = tls_backend("b", files.clone());
+    let victim_addr = victim.addr();
+    let specs = [&steady, &victim]
+        .iter()
+        .map(|s| format!("b=https://{}", s.addr()).parse().unwrap())
+        .collect();
+    let agg = start_aggregator(
+        AggregatorConfig {
+            backend_tls: pki.client(true),
+            replicas: aggregator::ReplicaPolicy {
+                eject_after: 2,
+                eject_time: Duration::from_secs(30),
+                ..aggregator::ReplicaPolicy::default()
+            },
+            ..aggregator_config(specs)
+        },
+        2,
+    );
+    let client = aggregator_client(&agg).await;
+    let call = |mut c: AggregatorClient<tonic::transport::Channel>| async move {
+        let reply = c.aggregate(aggregate("q")).await.unwrap().into_inner();
+        assert_eq!(outcome_code(&reply.results[0]), "OK", "{reply:?}");
+    };
+    for _ in 0..8 {
+        call(client.clone()).await;
+    }
+    tokio::task::spawn_blocking(move || victim.stop())
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        call(client.clone()).await;
+    }
+    let restarted = backend::spawn(
+        BackendConfig {
+            tls: Some(files),
+            ..backend_config("b", "5ms")
+        },
+        1,
+        victim_addr,
+    )
+    .expect("restart");
+    let back = std::time::Instant::now();
+    let ch = channel(restarted.addr(), "127.0.0.1", &pki.client(true))
+        .await
+        .unwrap();
+    let served_again = eventually(Duration::from_secs(8), || {
+        let (client, mut stats) = (client.clone(), BackendClient::new(ch.clone()));
+        async move {
+            for _ in 0..4 {
+                call(client.clone()).await;
+            }
+            backend_stats(&mut stats).await.served > 0
+        }
+    })
+    .await;
+    println!(
+        "the restarted TLS replica served again after {:?}",
+        back.elapsed()
+    );
+    assert!(
+        served_again,
+        "the restarted TLS replica got no call within 8 s"
+    );
+}
