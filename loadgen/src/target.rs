@@ -48,6 +48,16 @@ pub async fn connect(url: &str, n: u32, tls: &ClientTlsArgs) -> anyhow::Result<V
                     error_chain(e.as_ref())
                 )
             })?;
+        // One call on each connection at once: a server closes a connection that has sent no
+        // call within its first-request timeout (fanout's: 10 s), and a run can wait longer
+        // than that before its load starts (--start-at). Its answer does not matter here.
+        let _ = conn
+            .call::<tonic_health::pb::HealthCheckResponse>(
+                "/grpc.health.v1.Health/Check",
+                &tonic_health::pb::HealthCheckRequest::default(),
+                Duration::from_secs(3),
+            )
+            .await;
         conns.push(conn);
     }
     Ok(conns)
