@@ -71,6 +71,7 @@ pids+=($!)
   --backend flaky=http://127.0.0.1:50063 --backend down=http://127.0.0.1:50069 \
   --allow-overrides --cache-ttl 30s >"$logs/aggregator.log" 2>&1 &
 pids+=($!)
+plain_aggregator=$!
 wait_serving localhost:50062
 wait_serving localhost:50063
 wait_serving localhost:50051
@@ -95,6 +96,41 @@ latencies=$(grep -oE '"latencyMs": [0-9.e+-]+' <<<"$out" | awk '{print $2}')
 [ "$(wc -l <<<"$latencies")" = 4 ] || fail "expected 4 results in the stream: $out"
 sort -g -c <<<"$latencies" || fail "stream results not in completion order: $latencies"
 echo "ok: AggregateStream yields results in completion order"
+
+# --- TLS on every hop, as the README's "TLS" section starts it -------------------------------
+# Certificates from scripts/make-certs.sh (openssl) in ./certs; mTLS on both servers. The
+# plaintext aggregator makes way: the TLS one takes the default port, as in the README.
+kill "$plain_aggregator"; wait "$plain_aggregator" 2>/dev/null || true
+scripts/make-certs.sh certs >/dev/null
+"$bin/backend" --name secure --listen 127.0.0.1:50071 --tls-cert certs/server.pem --tls-key certs/server-key.pem \
+  --tls-client-ca certs/ca.pem >"$logs/secure.log" 2>&1 &
+pids+=($!)
+"$bin/aggregator" --backend secure=https://127.0.0.1:50071 \
+  --tls-ca certs/ca.pem --tls-client-cert certs/client.pem --tls-client-key certs/client-key.pem \
+  --tls-cert certs/server.pem --tls-key certs/server-key.pem --tls-client-ca certs/ca.pem \
+  >"$logs/aggregator-tls.log" 2>&1 &
+pids+=($!)
+tls_up=0
+for _ in $(seq 1 100); do
+  grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem localhost:50051 \
+    grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING && { tls_up=1; break; }
+  sleep 0.1
+done
+[ "$tls_up" = 1 ] || fail "the TLS aggregator did not answer health on localhost:50051"
+
+expect '"backend": "secure"' -- grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem -d '{"query": "weather in Oslo"}' localhost:50051 fanout.v1.Aggregator/Aggregate
+expect 'fanout.v1.Backend' -- grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem 127.0.0.1:50071 list
+# Without a client certificate the mTLS server refuses the handshake: no call at all.
+if out=$(grpcurl -connect-timeout 2 -cacert certs/ca.pem -d '{"query": "no client certificate"}' localhost:50051 fanout.v1.Aggregator/Aggregate 2>&1); then
+  fail "a client without a certificate was served by the mTLS aggregator: $out"
+fi
+grep -q "peer sent no certificates" "$logs/aggregator-tls.log" || fail "the aggregator did not log the refused handshake"
+echo "ok (refused): grpcurl without a client certificate"
+# Plaintext to a TLS server: refused too.
+if out=$(grpcurl -plaintext -connect-timeout 2 localhost:50051 list 2>&1); then
+  fail "plaintext was served by the TLS aggregator: $out"
+fi
+echo "ok (refused): plaintext to the TLS aggregator"
 
 # --- the README shows nothing this script does not run ------------------------------------
 missing=0

@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
+use fanout_tls::ClientTls;
 use tower::ServiceExt;
 
 use crate::Config;
@@ -23,7 +24,8 @@ pub const MAX_BACKENDS: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendSpec {
     pub name: String,
-    /// `http://host:port`; hostnames are resolved when connecting (compose service names work).
+    /// `http://host:port` or `https://host:port`; hostnames are resolved when connecting
+    /// (compose service names work), and over TLS the backend's certificate must name the host.
     pub url: String,
 }
 
@@ -59,11 +61,15 @@ impl FromStr for BackendSpec {
         let uri: http::Uri = url
             .parse()
             .map_err(|e| format!("`{typed}` (backend {name}) is not a URL: {e}; {example}"))?;
-        if uri.scheme_str() != Some("http") {
-            return Err(format!(
-                "`{typed}` (backend {name}): only http:// is supported (plaintext HTTP/2); {example}"
-            ));
-        }
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s,
+            _ => {
+                return Err(format!(
+                    "`{typed}` (backend {name}): only http:// (plaintext HTTP/2) and https:// \
+                     (TLS) are supported; {example}"
+                ));
+            }
+        };
         if uri.host().is_none_or(str::is_empty) {
             return Err(format!("`{typed}` (backend {name}) has no host; {example}"));
         }
@@ -82,7 +88,7 @@ impl FromStr for BackendSpec {
                 "`{typed}` (backend {name}) is not a URL tonic can use; {example}"
             ));
         }
-        let url = format!("http://{}", uri.authority().map_or("", |a| a.as_str()));
+        let url = format!("{scheme}://{}", uri.authority().map_or("", |a| a.as_str()));
         Ok(BackendSpec {
             name: name.to_owned(),
             url,
@@ -149,20 +155,27 @@ pub struct Backend {
     /// Its endpoints, shared by every runtime too.
     replicas: Arc<Replicas>,
     keepalive: Keepalive,
+    tls: ClientTls,
     stack: BackendStack,
 }
 
 impl Backend {
     /// The backend's stack, with channels to its endpoints owned by the current runtime (made
     /// as calls first need them).
-    fn new(state: StackState, replicas: Arc<Replicas>, keepalive: Keepalive) -> Self {
-        let balance = Balance::new(replicas.clone(), keepalive);
+    fn new(
+        state: StackState,
+        replicas: Arc<Replicas>,
+        keepalive: Keepalive,
+        tls: ClientTls,
+    ) -> Self {
+        let balance = Balance::new(replicas.clone(), keepalive, tls.clone());
         Backend {
             name: state.name.to_string(),
             stack: crate::client::stack(&state, balance),
             state,
             replicas,
             keepalive,
+            tls,
         }
     }
 
@@ -190,9 +203,9 @@ impl Backend {
 pub struct Backends(Vec<Backend>);
 
 impl Backends {
-    /// Each configured backend's stack, over channels that connect on first use, on the runtime
-    /// this is called on.
-    pub fn connect(config: &Config, cache: Option<ReplyCache>) -> Self {
+    /// Each configured backend's stack, over channels that connect on first use (`https://`
+    /// ones with `tls`), on the runtime this is called on.
+    pub fn connect(config: &Config, cache: Option<ReplyCache>, tls: &ClientTls) -> Self {
         let keepalive = Keepalive {
             interval: config.keepalive_interval,
             timeout: config.keepalive_timeout,
@@ -214,9 +227,10 @@ impl Backends {
                         &urls,
                         config.replicas,
                         keepalive,
+                        tls.clone(),
                         config.resolver.clone(),
                     );
-                    Backend::new(state, replicas, keepalive)
+                    Backend::new(state, replicas, keepalive, tls.clone())
                 })
                 .collect(),
         )
@@ -228,7 +242,14 @@ impl Backends {
         Backends(
             self.0
                 .iter()
-                .map(|b| Backend::new(b.state.clone(), b.replicas.clone(), b.keepalive))
+                .map(|b| {
+                    Backend::new(
+                        b.state.clone(),
+                        b.replicas.clone(),
+                        b.keepalive,
+                        b.tls.clone(),
+                    )
+                })
                 .collect(),
         )
     }
@@ -276,11 +297,16 @@ mod tests {
         assert_eq!(bare.url, "http://backend-beta:50061");
         let slash: BackendSpec = "gamma=http://[::1]:50061/".parse().unwrap();
         assert_eq!(slash.url, "http://[::1]:50061");
+        let tls: BackendSpec = "delta=https://backend-delta:50061".parse().unwrap();
+        assert_eq!(tls.url, "https://backend-delta:50061");
         for (spec, want) in [
             ("alpha", "is not NAME=URL"),
             ("=http://x:1", "backend name ``"),
             ("a b=http://x:1", "backend name `a b`"),
-            ("a=https://x:1", "only http://"),
+            (
+                "a=ftp://x:1",
+                "only http:// (plaintext HTTP/2) and https://",
+            ),
             ("a=http://x", "`http://x` (backend a) has no port"),
             ("a=x", "`x` (backend a) has no port"),
             ("alpha=", "backend alpha has no URL"),

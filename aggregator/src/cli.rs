@@ -8,7 +8,9 @@ use clap::Parser;
 use fanout_proto::cli::{
     FanoutArg, HumanDuration, duration, human_duration, human_positive_duration,
 };
+use fanout_server::ConnLimitsArgs;
 use fanout_telemetry::TelemetryArgs;
+use fanout_tls::{ClientTlsArgs, ServerTlsArgs};
 
 use crate::backends::{BackendSpec, check_specs};
 use crate::client::retry::RetryPolicy;
@@ -26,7 +28,7 @@ pub struct Cli {
     pub listen: SocketAddr,
 
     /// A backend as NAME=URL, e.g. `alpha=http://127.0.0.1:50061`; repeat for each. In the env
-    /// var, separate them with commas.
+    /// var, separate them with commas. `https://` URLs are called over TLS (see --tls-ca).
     #[arg(
         long = "backend",
         env = "AGGREGATOR_BACKENDS",
@@ -154,6 +156,16 @@ pub struct Cli {
     pub grace_period: HumanDuration,
 
     #[command(flatten)]
+    pub tls: ServerTlsArgs,
+
+    #[command(flatten)]
+    pub limits: ConnLimitsArgs,
+
+    /// Calling https:// backends.
+    #[command(flatten)]
+    pub backend_tls: ClientTlsArgs,
+
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 
@@ -209,6 +221,9 @@ impl Cli {
             allow_overrides: self.allow_overrides,
             drain_delay: self.drain_delay.into(),
             grace_period: self.grace_period.into(),
+            tls: self.tls.files(),
+            limits: self.limits.limits(),
+            backend_tls: self.backend_tls.files(),
         })
     }
 }
@@ -310,6 +325,14 @@ mod tests {
         for (args, want) in [
             (&["--backend", "alpha"][..], "is not NAME=URL"),
             (&["--backend", "a=ftp://x:1"], "only http://"),
+            (
+                &["--backend", "a=http://x:1", "--tls-cert", "c.pem"],
+                "--tls-key",
+            ),
+            (
+                &["--backend", "a=http://x:1", "--tls-client-key", "k.pem"],
+                "--tls-client-cert",
+            ),
             (
                 &["--backend", "a=http://x:1", "--backend", "a=http://x:1"],
                 "given twice",

@@ -36,7 +36,8 @@ use std::time::Duration;
 use fanout_proto::v1::Fanout;
 use fanout_proto::v1::aggregator_server::AggregatorServer;
 use fanout_server::thread::ServerThread;
-use fanout_server::{Counters, ServeError, Server};
+use fanout_server::{ConnLimits, Counters, ServeError, Server};
+use fanout_tls::{ClientTls, ClientTlsFiles, ServerTlsFiles};
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -89,6 +90,12 @@ pub struct Config {
     pub drain_delay: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub grace_period: Duration,
+    /// Serve TLS (mTLS with a client CA) with these files; plaintext without.
+    pub tls: Option<ServerTlsFiles>,
+    /// What one client connection may do.
+    pub limits: ConnLimits,
+    /// Whom to trust, and what certificate to show, when calling `https://` backends.
+    pub backend_tls: ClientTlsFiles,
 }
 
 impl Config {
@@ -122,6 +129,9 @@ impl Default for Config {
             allow_overrides: false,
             drain_delay: Duration::ZERO,
             grace_period: Duration::from_secs(10),
+            tls: None,
+            limits: ConnLimits::default(),
+            backend_tls: ClientTlsFiles::default(),
         }
     }
 }
@@ -141,14 +151,18 @@ pub async fn run(
         deadline = ?config.deadline,
         "aggregator starting"
     );
+    // Our own files first: a bad certificate stops the aggregator before it serves anything.
+    let backend_tls = ClientTls::load(&config.backend_tls)?;
     let counters = Arc::new(Counters::default());
     let server = Server {
         service_name: <AggregatorServer<AggregatorService> as NamedService>::NAME,
         counters: counters.clone(),
         drain_delay: config.drain_delay,
         grace: config.grace_period,
+        tls: config.tls.clone(),
+        limits: config.limits,
     };
-    let service = AggregatorServer::new(AggregatorService::new(config, counters))
+    let service = AggregatorServer::new(AggregatorService::new(config, counters, backend_tls))
         .max_decoding_message_size(fanout_proto::limits::MAX_MESSAGE_BYTES);
     server.serve(Routes::new(service), listener, shutdown).await
 }

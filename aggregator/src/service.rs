@@ -12,6 +12,7 @@ use fanout_proto::v1::{
 };
 use fanout_server::deadline::grpc_timeout;
 use fanout_server::{CallGuard, Counters};
+use fanout_tls::ClientTls;
 use futures::stream::{self, BoxStream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -48,9 +49,10 @@ struct Admitted {
 }
 
 impl AggregatorService {
-    pub fn new(config: Config, counters: Arc<Counters>) -> Self {
+    /// Calls `https://` backends with `backend_tls`.
+    pub fn new(config: Config, counters: Arc<Counters>, backend_tls: ClientTls) -> Self {
         let cache = Cache::new(config.cache_ttl);
-        let backends = Arc::new(Backends::connect(&config, cache.clone()));
+        let backends = Arc::new(Backends::connect(&config, cache.clone(), &backend_tls));
         Self {
             gate: Gate::new(config.max_in_flight),
             gather: Gather::new(backends),

@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use fanout_proto::cli::{HumanDuration, ModeArg, human_duration};
+use fanout_server::ConnLimitsArgs;
 use fanout_telemetry::TelemetryArgs;
+use fanout_tls::ServerTlsArgs;
 
 use crate::latency::LatencySpec;
 use crate::{Config, MAX_WORKERS};
@@ -67,6 +69,12 @@ pub struct Cli {
     pub grace_period: HumanDuration,
 
     #[command(flatten)]
+    pub tls: ServerTlsArgs,
+
+    #[command(flatten)]
+    pub limits: ConnLimitsArgs,
+
+    #[command(flatten)]
     pub telemetry: TelemetryArgs,
 }
 
@@ -83,6 +91,8 @@ impl Cli {
             capacity: self.capacity.map(|c| c as usize),
             drain_delay: self.drain_delay.into(),
             grace_period: self.grace_period.into(),
+            tls: self.tls.files(),
+            limits: self.limits.limits(),
         }
     }
 }
@@ -129,8 +139,45 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_connection_limits_reach_the_config() {
+        let cli = Cli::try_parse_from([
+            "backend",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--first-request-timeout",
+            "2s",
+            "--max-concurrent-streams",
+            "64",
+        ])
+        .unwrap();
+        let config = cli.config();
+        let tls = config.tls.expect("TLS on");
+        assert_eq!(
+            (tls.cert.to_str(), tls.key.to_str(), tls.client_ca),
+            (Some("c.pem"), Some("k.pem"), None)
+        );
+        assert_eq!(
+            config.limits.first_request_timeout,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(config.limits.max_concurrent_streams, 64);
+        assert!(
+            Cli::try_parse_from(["backend"])
+                .unwrap()
+                .config()
+                .tls
+                .is_none()
+        );
+    }
+
+    #[test]
     fn bad_flags_are_refused_with_the_reason() {
-        let cases: [(&[&str], &str); 7] = [
+        let cases: [(&[&str], &str); 10] = [
+            (&["--tls-cert", "c.pem"], "--tls-key"),
+            (&["--tls-client-ca", "ca.pem"], "--tls-cert"),
+            (&["--max-pending-resets", "0"], "--max-pending-resets"),
             (&["--latency", "uniform:9ms..1ms"], "above the high end"),
             (&["--fail-rate", "1.5"], "not a fraction from 0 to 1"),
             (&["--mode", "sleepy"], "invalid value 'sleepy'"),

@@ -23,7 +23,8 @@ use std::time::Duration;
 use fanout_proto::v1::Mode;
 use fanout_proto::v1::backend_server::BackendServer;
 use fanout_server::thread::ServerThread;
-use fanout_server::{Counters, ServeError, Server};
+use fanout_server::{ConnLimits, Counters, ServeError, Server};
+use fanout_tls::ServerTlsFiles;
 use tokio::net::TcpListener;
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -54,6 +55,10 @@ pub struct Config {
     pub drain_delay: Duration,
     /// How long in-flight calls may take to finish after a shutdown signal.
     pub grace_period: Duration,
+    /// Serve TLS (mTLS with a client CA) with these files; plaintext without.
+    pub tls: Option<ServerTlsFiles>,
+    /// What one client connection may do.
+    pub limits: ConnLimits,
 }
 
 impl Default for Config {
@@ -68,6 +73,8 @@ impl Default for Config {
             capacity: None,
             drain_delay: Duration::ZERO,
             grace_period: Duration::from_secs(10),
+            tls: None,
+            limits: ConnLimits::default(),
         }
     }
 }
@@ -94,6 +101,8 @@ pub async fn run(
         counters: counters.clone(),
         drain_delay: config.drain_delay,
         grace: config.grace_period,
+        tls: config.tls.clone(),
+        limits: config.limits,
     };
     let service = BackendServer::new(BackendService::new(config, counters))
         .max_decoding_message_size(fanout_proto::limits::MAX_MESSAGE_BYTES);

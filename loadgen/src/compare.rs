@@ -7,6 +7,7 @@ use anyhow::bail;
 use backend::latency::LatencySpec;
 use fanout_proto::paths;
 use fanout_proto::v1::{AggregateReply, AggregateRequest, Fanout, FetchRequest, Mode};
+use fanout_tls::ClientTlsArgs;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -39,7 +40,7 @@ pub async fn compare(
     let mut backends = local.local_backends();
     if let Some(url) = &target {
         local.check_for_target().map_err(anyhow::Error::msg)?;
-        backends = check_target(url).await?;
+        backends = check_target(url, &args.tls).await?;
     }
     let latency = local.latency();
     let concurrency = load.shape.concurrency();
@@ -167,8 +168,8 @@ struct Cell {
 }
 
 /// Checks a live target for `compare`; returns how many backends a call fans out to.
-async fn check_target(url: &str) -> anyhow::Result<usize> {
-    let conn = connect(url, 1).await?.remove(0);
+async fn check_target(url: &str, tls: &ClientTlsArgs) -> anyhow::Result<usize> {
+    let conn = connect(url, 1, tls).await?.remove(0);
     probe(url, &conn, Rpc::Aggregate).await?;
     let req = AggregateRequest {
         query: "loadgen-probe".into(),
@@ -254,7 +255,7 @@ async fn measure_row(
     let load_warmup = load.warmup;
     let (concurrency, rate) = (load.shape.concurrency(), load.shape.rate());
     let measured = async {
-        let conns = connect(&url, args.load.connections).await?;
+        let conns = connect(&url, args.load.connections, &args.tls).await?;
         let callers = caller::callers(
             Rpc::Aggregate,
             &conns,

@@ -25,12 +25,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fanout_telemetry::propagation;
+use fanout_tls::tokio_rustls::TlsConnector;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use h2::client::{Connection, SendRequest};
 use http::header::{CONTENT_TYPE, HeaderValue, TE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Uri};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -55,7 +57,8 @@ enum Order {
 #[derive(Debug, Clone)]
 pub struct Conn {
     send: SendRequest<Bytes>,
-    /// Sent as every request's `:authority`.
+    /// Sent as every request's `:scheme` and `:authority`.
+    scheme: Scheme,
     authority: Authority,
     tasks: mpsc::UnboundedSender<Order>,
     /// Set when the connection has ended or is closing (a GOAWAY, or a broken socket): calls
@@ -83,11 +86,17 @@ fn builder() -> h2::client::Builder {
 }
 
 impl Conn {
-    /// Connects to `uri` (`http://host:port`) within `limit` and starts HTTP/2 on it. The
-    /// connection gets a task of its own, which also runs what is given to [`Conn::beside`].
-    pub async fn open(uri: &Uri, limit: Duration) -> Result<Conn, ConnectError> {
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err("only http:// (plaintext HTTP/2) is supported".into());
+    /// Connects to `uri` (`http://host:port`, or `https://host:port` with `tls`) within
+    /// `limit` and starts HTTP/2 on it. The connection gets a task of its own, which also runs
+    /// what is given to [`Conn::beside`].
+    pub async fn open(
+        uri: &Uri,
+        limit: Duration,
+        tls: Option<&TlsConnector>,
+    ) -> Result<Conn, ConnectError> {
+        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err("only http:// and https:// are supported".into());
         }
         let authority = uri.authority().ok_or("the URL has no host")?.clone();
         // `[::1]` is a URL's way to write an IPv6 address; the socket wants it bare.
@@ -95,22 +104,49 @@ impl Conn {
             .host()
             .trim_start_matches('[')
             .trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
+        let port = authority
+            .port_u16()
+            .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
         let stream = tokio::time::timeout(limit, TcpStream::connect((host, port)))
             .await
             .map_err(|_| format!("no connection within {limit:?}"))??;
         // Requests are small and each batch is one write: don't let Nagle hold them back.
         stream.set_nodelay(true)?;
+        if scheme == Scheme::HTTP {
+            return Conn::start(stream, scheme, authority, limit).await;
+        }
+        // TLS (rustls): the server must prove it is `host`, and agree to speak HTTP/2.
+        let tls = tls.ok_or("https:// needs TLS settings")?;
+        let name = fanout_tls::client::server_name(authority.host())?;
+        let stream = tokio::time::timeout(limit, tls.connect(name, stream))
+            .await
+            .map_err(|_| format!("no TLS handshake within {limit:?}"))??;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err("the server did not agree to HTTP/2 (ALPN h2) over TLS".into());
+        }
+        Conn::start(stream, scheme, authority, limit).await
+    }
+
+    /// Starts HTTP/2 on `io`.
+    async fn start<T>(
+        io: T,
+        scheme: Scheme,
+        authority: Authority,
+        limit: Duration,
+    ) -> Result<Conn, ConnectError>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         // The handshake writes the preface and our SETTINGS; the server's come later.
-        let (send, connection) =
-            tokio::time::timeout(limit, builder().handshake::<_, Bytes>(stream))
-                .await
-                .map_err(|_| format!("no HTTP/2 handshake within {limit:?}"))??;
+        let (send, connection) = tokio::time::timeout(limit, builder().handshake::<_, Bytes>(io))
+            .await
+            .map_err(|_| format!("no HTTP/2 handshake within {limit:?}"))??;
         let (tasks, inbox) = mpsc::unbounded_channel();
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(drive(connection, inbox, closed.clone()));
         Ok(Conn {
             send,
+            scheme,
             authority,
             tasks,
             closed,
@@ -164,7 +200,7 @@ impl Conn {
         std::future::poll_fn(|cx| send.poll_ready(cx))
             .await
             .map_err(|e| self.failed(e))?;
-        let request = call.request(&self.authority, span);
+        let request = call.request(&self.scheme, &self.authority, span);
         let (response, mut body) = send
             .send_request(request, false)
             .map_err(|e| self.failed(e))?;
@@ -263,9 +299,9 @@ impl Prepared {
 
     /// The request's head for the server at `authority`, with `span`'s trace context when it
     /// is recorded.
-    fn request(&self, authority: &Authority, span: &tracing::Span) -> Request<()> {
+    fn request(&self, scheme: &Scheme, authority: &Authority, span: &tracing::Span) -> Request<()> {
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(scheme.clone());
         uri.authority = Some(authority.clone());
         uri.path_and_query = Some(self.path.clone());
         let mut request = Request::new(());
@@ -283,8 +319,8 @@ impl Prepared {
 ///
 /// Each turn runs the tasks that were woken first and the connection last, so whatever
 /// requests the tasks started in this turn leave in one write.
-async fn drive(
-    mut connection: Connection<TcpStream, Bytes>,
+async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
+    mut connection: Connection<T, Bytes>,
     mut inbox: mpsc::UnboundedReceiver<Order>,
     closed: Arc<AtomicBool>,
 ) {

@@ -10,6 +10,7 @@ use backend::latency::LatencySpec;
 use fanout_proto::cli::fmt_duration;
 use fanout_proto::v1::{Fanout, Mode};
 use fanout_server::thread::ServerThread;
+use fanout_tls::ClientTls;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
@@ -151,7 +152,7 @@ pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut last_error = String::new();
     while tokio::time::Instant::now() < deadline {
-        match health(url, "", Duration::from_secs(2)).await {
+        match health(url, "", Duration::from_secs(2), &ClientTls::system()).await {
             Ok(ServingStatus::Serving) => return Ok(()),
             Ok(other) => last_error = format!("health is {}", other.as_str_name()),
             Err(e) => last_error = e,
@@ -164,13 +165,29 @@ pub async fn wait_serving(url: &str, limit: Duration) -> anyhow::Result<()> {
     )
 }
 
-/// One health check of `service` ("" = the whole server) at `url`, bounded by `limit`. The
-/// error is a sentence for people: what went wrong, not a Debug dump.
-pub async fn health(url: &str, service: &str, limit: Duration) -> Result<ServingStatus, String> {
+/// One health check of `service` ("" = the whole server) at `url` (over TLS with `tls` for
+/// `https://`), bounded by `limit`. The error is a sentence for people: what went wrong, not a
+/// Debug dump.
+pub async fn health(
+    url: &str,
+    service: &str,
+    limit: Duration,
+    tls: &ClientTls,
+) -> Result<ServingStatus, String> {
     let no_answer = || format!("no answer within {}", fmt_duration(limit));
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+    let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| format!("`{url}` is not a URL ({e})"))?
         .connect_timeout(limit);
+    if endpoint.uri().scheme_str() == Some("https") {
+        let host = endpoint.uri().host().unwrap_or_default();
+        let domain = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        endpoint = endpoint
+            .tls_config(tls.tonic(&domain))
+            .map_err(|e| format!("cannot set up TLS ({})", error_chain(&e)))?;
+    }
     let channel = match tokio::time::timeout(limit, endpoint.connect()).await {
         Err(_) => return Err(no_answer()),
         Ok(Err(e)) => return Err(format!("cannot connect ({})", error_chain(&e))),

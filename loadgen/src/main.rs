@@ -52,7 +52,8 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Health(args) => {
                 let url = loadgen::target::normalize_url(&args.url);
-                match loadgen::deploy::health(&url, &args.service, args.timeout).await {
+                let tls = fanout_tls::ClientTls::load(&args.tls.files())?;
+                match loadgen::deploy::health(&url, &args.service, args.timeout, &tls).await {
                     Ok(tonic_health::pb::health_check_response::ServingStatus::Serving) => {
                         println!("SERVING");
                     }

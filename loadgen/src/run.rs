@@ -98,7 +98,7 @@ async fn run_against(
     overrides: bool,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<RunReport> {
-    let conns = connect(target, args.load.connections).await?;
+    let conns = connect(target, args.load.connections, &args.tls).await?;
     probe(target, &conns[0], args.rpc).await?;
     // The backends' wait: --delay, or a fixed --latency, sent to a target as the override.
     let delay = match (&args.local.latency, args.delay) {
@@ -130,7 +130,7 @@ async fn run_against(
     // Behind an aggregator: its endpoints, over a connection apart from the load's.
     let stats_conn = match args.rpc {
         Rpc::Fetch => None,
-        _ => Some(connect(target, 1).await?.remove(0)),
+        _ => Some(connect(target, 1, &args.tls).await?.remove(0)),
     };
     let known = match &stats_conn {
         Some(conn) => endpoints::read(conn).await,

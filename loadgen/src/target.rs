@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail};
 use fanout_proto::paths;
 use fanout_proto::v1::{ServerStats, StatsRequest};
+use fanout_tls::{ClientTls, ClientTlsArgs};
 use tonic::Code;
 
 use crate::caller::Caller;
@@ -22,15 +23,23 @@ pub fn normalize_url(url: &str) -> String {
     }
 }
 
-/// Opens `n` HTTP/2 connections to `url`, failing within seconds with a message that says what
-/// to do when nothing answers there.
-pub async fn connect(url: &str, n: u32) -> anyhow::Result<Vec<Conn>> {
+/// Opens `n` HTTP/2 connections to `url` (over TLS as `tls` says for `https://`), failing
+/// within seconds with a message that says what to do when nothing answers there.
+pub async fn connect(url: &str, n: u32, tls: &ClientTlsArgs) -> anyhow::Result<Vec<Conn>> {
     let uri: http::Uri = url
         .parse()
         .map_err(|e| anyhow!("`{url}` is not a URL ({e}); write it like http://127.0.0.1:50051"))?;
+    let connector = match uri.scheme_str() {
+        Some("https") => Some(
+            ClientTls::load(&tls.files())?
+                .connector()
+                .map_err(|e| anyhow!(e))?,
+        ),
+        _ => None,
+    };
     let mut conns = Vec::with_capacity(n as usize);
     for _ in 0..n {
-        let conn = Conn::open(&uri, Duration::from_secs(3))
+        let conn = Conn::open(&uri, Duration::from_secs(3), connector.as_ref())
             .await
             .map_err(|e| {
                 anyhow!(
@@ -39,6 +48,16 @@ pub async fn connect(url: &str, n: u32) -> anyhow::Result<Vec<Conn>> {
                     error_chain(e.as_ref())
                 )
             })?;
+        // One call on each connection at once: a server closes a connection that has sent no
+        // call within its first-request timeout (fanout's: 10 s), and a run can wait longer
+        // than that before its load starts (--start-at). Its answer does not matter here.
+        let _ = conn
+            .call::<tonic_health::pb::HealthCheckResponse>(
+                "/grpc.health.v1.Health/Check",
+                &tonic_health::pb::HealthCheckRequest::default(),
+                Duration::from_secs(3),
+            )
+            .await;
         conns.push(conn);
     }
     Ok(conns)

@@ -24,7 +24,7 @@ fn backend() -> fanout_server::thread::ServerThread {
 }
 
 async fn open(url: &str) -> Conn {
-    Conn::open(&url.parse().unwrap(), Duration::from_secs(3))
+    Conn::open(&url.parse().unwrap(), Duration::from_secs(3), None)
         .await
         .unwrap()
 }

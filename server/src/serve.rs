@@ -1,18 +1,24 @@
 //! Serving a tonic service the way both fanout servers do: health and reflection beside it,
-//! `x-process-time` on every response, the runtime-lag monitor running, and on shutdown:
-//! health goes NOT_SERVING, the listener closes, in-flight calls get a grace period to finish.
+//! `x-process-time` on every response, the runtime-lag monitor running, TLS when configured
+//! (its certificate re-read when the files change or on SIGHUP), each connection held to
+//! [`ConnLimits`], and on shutdown: health goes NOT_SERVING, the listener closes, in-flight
+//! calls get a grace period to finish.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fanout_tls::{ServerTls, ServerTlsFiles};
 use tokio::net::TcpListener;
 use tonic::service::Routes;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
+use crate::accept;
+use crate::conn::ConnLayer;
 use crate::counters::Counters;
 use crate::lag::LagMonitor;
+use crate::limits::ConnLimits;
 use crate::process_time::ProcessTimeLayer;
 
 /// Why a server stopped with an error.
@@ -24,6 +30,15 @@ pub enum ServeError {
     LagMonitor(std::io::Error),
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS file of ours is unusable; the error names the flag, the file and the problem.
+    #[error("{0}")]
+    Tls(fanout_tls::FileError),
+}
+
+impl From<fanout_tls::FileError> for ServeError {
+    fn from(e: fanout_tls::FileError) -> Self {
+        ServeError::Tls(e)
+    }
 }
 
 /// How a server is run; everything but the service itself.
@@ -38,6 +53,10 @@ pub struct Server {
     pub drain_delay: Duration,
     /// How long in-flight calls may take to finish once the listener has closed.
     pub grace: Duration,
+    /// Serve TLS with these files (plaintext without).
+    pub tls: Option<ServerTlsFiles>,
+    /// What one connection may do.
+    pub limits: ConnLimits,
 }
 
 impl Server {
@@ -49,6 +68,8 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), ServeError> {
+        // Our own files first: a bad certificate stops the server before it serves anything.
+        let tls = self.tls.clone().map(ServerTls::load).transpose()?;
         let (mut health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status(self.service_name, ServingStatus::Serving)
@@ -76,22 +97,48 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let limits = self.limits;
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tonic::transport::Server::builder()
-            // Ping idle clients so a peer that vanished without a FIN is noticed and its
-            // connection (and any calls on it) released.
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        let stop = async {
+            let _ = stop_rx.await;
+        };
+        let router = tonic::transport::Server::builder()
+            // Hostile or broken clients: each connection gets so many streams, so large a header
+            // list, so many cancelled-before-taken streams (see crate::limits), and is pinged
+            // when silent, so a peer that vanished without a FIN is noticed and its connection
+            // (and any calls on it) released.
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_max_header_list_size(limits.max_header_list_size)
+            .http2_max_pending_accept_reset_streams(Some(limits.max_pending_resets))
+            .http2_keepalive_interval(Some(limits.ping_interval))
+            .http2_keepalive_timeout(Some(limits.ping_timeout))
             // A span per call, continuing the caller's trace.
             .trace_fn(fanout_telemetry::propagation::server_span)
+            // First: a call stands the connection's first-request timeout down.
+            .layer(ConnLayer)
             .layer(ProcessTimeLayer)
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stop_rx.await;
-            });
+            .add_routes(routes);
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match &tls {
+                None => Box::pin(
+                    router.serve_with_incoming_shutdown(accept::plain(listener, limits), stop),
+                ),
+                Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                    accept::tls(listener, tls.clone(), limits),
+                    stop,
+                )),
+            };
+        // New certificates, when the files change or on SIGHUP, for new connections.
+        let _watch = tls
+            .as_ref()
+            .map(|tls| AbortOnDrop(tls.watch(fanout_tls::server::DEFAULT_CHECK_INTERVAL, true)));
+        let tls_mode = match &tls {
+            None => "off",
+            Some(t) if t.mutual() => "mutual",
+            Some(_) => "on",
+        };
         tokio::pin!(server);
-        tracing::info!(%addr, service = self.service_name, "serving");
+        tracing::info!(%addr, service = self.service_name, tls = tls_mode, "serving");
 
         tokio::select! {
             res = &mut server => return res.map_err(Into::into),
@@ -132,5 +179,14 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

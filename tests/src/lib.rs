@@ -6,7 +6,9 @@
 pub mod hostile;
 pub mod load;
 pub mod otlp;
+pub mod pki;
 pub mod process;
+pub mod raw;
 
 use std::time::{Duration, Instant};
 

@@ -12,9 +12,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
+use fanout_tls::ClientTls;
 use futures::future::{BoxFuture, FutureExt};
+use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
@@ -28,16 +31,19 @@ use super::replicas::{Replica, Replicas, Verdict};
 pub struct Balance {
     replicas: Arc<Replicas>,
     keepalive: Keepalive,
+    /// For `https://` endpoints.
+    tls: ClientTls,
     /// This runtime's channel to each endpoint, by replica id.
     clients: Arc<Mutex<HashMap<u64, Fetch>>>,
 }
 
 impl Balance {
     /// Must be called within the runtime the channels should live on.
-    pub fn new(replicas: Arc<Replicas>, keepalive: Keepalive) -> Self {
+    pub fn new(replicas: Arc<Replicas>, keepalive: Keepalive, tls: ClientTls) -> Self {
         Balance {
             replicas,
             keepalive,
+            tls,
             clients: Arc::default(),
         }
     }
@@ -56,6 +62,7 @@ impl Balance {
             &r.url,
             r.origin.as_deref(),
             self.keepalive,
+            &self.tls,
         )
         .map_err(|e| CallError::Status(Status::internal(format!("endpoint {}: {e}", r.addr))))?;
         clients.insert(r.id, fetch.clone());
@@ -71,17 +78,40 @@ fn verdict<T>(outcome: &Result<T, CallError>) -> Verdict {
         Err(CallError::Status(s)) if s.code() == Code::Unavailable => {
             Verdict::Unreachable { connection: false }
         }
+        // tonic's own timer (the grpc-timeout we sent ran out here first): no answer.
+        Err(CallError::Status(s)) if s.code() == Code::Cancelled => Verdict::GivenUp,
         Err(CallError::Status(_)) => Verdict::Answered,
         Err(_) => Verdict::Unknown,
     }
 }
 
-/// Keeps an endpoint's in-flight count while a call is on it, however the call ends.
-struct InFlight(Arc<Replica>);
+/// Keeps an endpoint's in-flight count while a call is on it, however the call ends, and
+/// counts a call dropped before its outcome: given up on when its time was up (the attempt
+/// timeout above fired: no answer in time), unknown when the caller went away before.
+struct InFlight {
+    replicas: Arc<Replicas>,
+    replica: Arc<Replica>,
+    /// The attempt's deadline (the layers above narrow the request's to the attempt's).
+    deadline: Instant,
+    /// When the call went to the endpoint, for its answer time.
+    started: Instant,
+    settled: bool,
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+        self.replica.in_flight.fetch_sub(1, Relaxed);
+        if !self.settled {
+            // The timeout fires at the deadline; allow for the timer's granularity.
+            let timed_out = Instant::now() + Duration::from_millis(2) >= self.deadline;
+            let verdict = if timed_out {
+                Verdict::GivenUp
+            } else {
+                Verdict::Unknown
+            };
+            self.replicas
+                .record(&self.replica, verdict, self.started.elapsed());
+        }
     }
 }
 
@@ -106,12 +136,21 @@ impl Service<Bounded<FetchRequest>> for Balance {
             req.note_tried(replica.id);
             tracing::Span::current().record("endpoint", replica.addr.as_str());
             let fetch = this.client(&replica)?;
+            // A silent endpoint takes one call at a time; the others wait here, within their
+            // attempt timeout, without opening a stream it would find cancelled on waking.
+            let _admitted = replica.silence.admit().await;
             replica.in_flight.fetch_add(1, Relaxed);
-            let _in_flight = InFlight(replica.clone());
-            let started = tokio::time::Instant::now();
+            let mut in_flight = InFlight {
+                replicas: this.replicas.clone(),
+                replica: replica.clone(),
+                deadline: req.deadline,
+                started: Instant::now(),
+                settled: false,
+            };
             let outcome = fetch.oneshot(req).await;
+            in_flight.settled = true;
             this.replicas
-                .record(&replica, verdict(&outcome), started.elapsed());
+                .record(&replica, verdict(&outcome), in_flight.started.elapsed());
             outcome
         }
         .boxed()

@@ -8,6 +8,11 @@
 //! the rest); gzip replies accepted; and keepalive as gRFC A8 asks of a client: HTTP/2 pings only
 //! while calls are in flight, never on an idle connection, and when a server answers them with
 //! GOAWAY `ENHANCE_YOUR_CALM` (grpcio's `too_many_pings`), pings half as often from then on.
+//! An `https://` endpoint is called over TLS (rustls, through tonic's TLS features): the backend
+//! must prove it is the host the endpoint was configured with (a name, also sent as SNI, or
+//! the IP address), against `--tls-ca` or the system's roots, and is shown the client
+//! certificate when there is one. A certificate that does not pass fails that endpoint's calls
+//! with UNAVAILABLE and rustls' reason, which becomes the backend's `failure`.
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -15,6 +20,7 @@ use std::time::Duration;
 
 use fanout_proto::v1::backend_client::BackendClient;
 use fanout_proto::v1::{FetchReply, FetchRequest};
+use fanout_tls::ClientTls;
 use futures::future::{BoxFuture, FutureExt};
 use tonic::codec::CompressionEncoding;
 use tonic::metadata::MetadataMap;
@@ -54,6 +60,7 @@ struct Shared {
     backend: Arc<str>,
     url: String,
     origin: Option<String>,
+    tls: ClientTls,
     current: Mutex<Current>,
 }
 
@@ -66,17 +73,19 @@ struct Current {
 }
 
 impl Fetch {
-    /// A client of the endpoint at `url` (`http://ip:port`), not connected until the first
-    /// call; with an `origin` (the URL as configured, naming a host), requests carry that host.
-    /// Must be called within a tokio runtime: the channel's task runs there.
+    /// A client of the endpoint at `url` (`http://ip:port` or `https://ip:port`), not
+    /// connected until the first call; with an `origin` (the URL as configured, naming a host),
+    /// requests carry that host, and TLS checks the backend's certificate for it. Must be
+    /// called within a tokio runtime: the channel's task runs there.
     pub fn connect(
         backend: Arc<str>,
         url: &str,
         origin: Option<&str>,
         keepalive: Keepalive,
+        tls: &ClientTls,
     ) -> Result<Self, tonic::transport::Error> {
         let current = Current {
-            client: client(url, origin, keepalive)?,
+            client: client(url, origin, keepalive, tls)?,
             keepalive,
             generation: 0,
         };
@@ -85,6 +94,7 @@ impl Fetch {
                 backend,
                 url: url.to_owned(),
                 origin: origin.map(str::to_owned),
+                tls: tls.clone(),
                 current: Mutex::new(current),
             }),
         })
@@ -111,7 +121,7 @@ impl Shared {
             interval: (current.keepalive.interval * 2).min(MAX_KEEPALIVE_INTERVAL),
             ..current.keepalive
         };
-        match client(&self.url, self.origin.as_deref(), keepalive) {
+        match client(&self.url, self.origin.as_deref(), keepalive, &self.tls) {
             Ok(client) => {
                 tracing::warn!(
                     backend = &*self.backend,
@@ -135,8 +145,9 @@ fn client(
     url: &str,
     origin: Option<&str>,
     keepalive: Keepalive,
+    tls: &ClientTls,
 ) -> Result<BackendClient<Channel>, tonic::transport::Error> {
-    let channel = channel(url, origin, keepalive)?;
+    let channel = channel(url, origin, keepalive, tls)?;
     Ok(BackendClient::new(channel).accept_compressed(CompressionEncoding::Gzip))
 }
 
@@ -146,9 +157,25 @@ pub fn channel(
     url: &str,
     origin: Option<&str>,
     keepalive: Keepalive,
+    tls: &ClientTls,
 ) -> Result<Channel, tonic::transport::Error> {
     let mut endpoint = Endpoint::from_shared(url.to_owned())?;
-    if let Some(origin) = origin.and_then(|o| o.parse().ok()) {
+    let origin: Option<http::Uri> = origin.and_then(|o| o.parse().ok());
+    if endpoint.uri().scheme_str() == Some("https") {
+        // The name the backend's certificate must carry: the configured host when the endpoint
+        // is one of its addresses, else the address itself.
+        let host = origin
+            .as_ref()
+            .unwrap_or(endpoint.uri())
+            .host()
+            .unwrap_or_default();
+        let domain = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        endpoint = endpoint.tls_config(tls.tonic(&domain).timeout(CONNECT_TIMEOUT))?;
+    }
+    if let Some(origin) = origin {
         endpoint = endpoint.origin(origin);
     }
     Ok(endpoint

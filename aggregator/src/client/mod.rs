@@ -13,7 +13,8 @@
 //!                the wait for a slot is bounded by --queue-timeout and the deadline
 //!      Timeout   one attempt's bound: the smaller of its own timeout and what the deadline leaves
 //!       Balance  one of the backend's replicas, by power of two choices, preferring one this
-//!                call has not tried; outcomes feed outlier ejection
+//!                call has not tried; outcomes feed outlier ejection; a silent replica takes
+//!                one call at a time (no pile of cancelled streams for it to find on waking)
 //!        Fetch   tonic's BackendClient over that replica's lazily connected Channel; the bound
 //!                goes along as grpc-timeout
 //! ```
@@ -34,6 +35,7 @@ pub mod hedge;
 pub mod limit;
 pub mod replicas;
 pub mod retry;
+pub mod silence;
 pub mod timeout;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};

@@ -11,6 +11,9 @@
 //!   failures or UNAVAILABLE answers in a row, an endpoint leaves the rotation for
 //!   `--eject-time`, longer each time it is ejected again, never with more than half of the set
 //!   ejected at once; it comes back by itself when its time is up.
+//! - **Silence**: an endpoint whose calls time out again and again without an answer
+//!   (stopped, paused) takes one call at a time until it answers (see [`super::silence`]),
+//!   and the other endpoints are preferred meanwhile.
 //!
 //! The set is shared by every runtime that calls the backend; each runtime keeps its own
 //! channels to the endpoints (see [`super::balance`]).
@@ -23,7 +26,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use fanout_tls::ClientTls;
 use futures::future::BoxFuture;
+
+use super::silence::Silence;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -94,7 +100,7 @@ pub struct Replica {
     pub id: u64,
     /// `ip:port` (or `host:port` for a name not resolved by us), as it is shown.
     pub addr: String,
-    /// What to connect to, `http://ip:port`.
+    /// What to connect to, `http://ip:port` or `https://ip:port`.
     pub url: String,
     /// The URL as configured, when it named a host: requests still carry that host.
     pub origin: Option<String>,
@@ -106,6 +112,8 @@ pub struct Replica {
     ejection: Mutex<Ejection>,
     /// Its answer time, peak-EWMA (see [`Rtt`]).
     rtt: Mutex<Rtt>,
+    /// Calls timed out without an answer since the last one.
+    pub silence: Silence,
 }
 
 /// An endpoint's answer time as the balancer weighs it: peak-EWMA, as Finagle, linkerd and
@@ -166,11 +174,11 @@ struct Ejection {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Replica {
-    fn new(addr: SocketAddr, origin: Option<String>) -> Self {
+    fn new(scheme: &str, addr: SocketAddr, origin: Option<String>) -> Self {
         Replica {
             id: NEXT_ID.fetch_add(1, Relaxed),
             addr: addr.to_string(),
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             origin,
             in_flight: AtomicU64::new(0),
             served: AtomicU64::new(0),
@@ -178,6 +186,7 @@ impl Replica {
             consecutive: AtomicU32::new(0),
             ejection: Mutex::new(Ejection::default()),
             rtt: Mutex::new(Rtt::new(Instant::now())),
+            silence: Silence::default(),
         }
     }
 
@@ -206,7 +215,7 @@ impl Replica {
     }
 }
 
-/// What one call to a replica came to, as ejection counts it.
+/// What one call to a replica came to, as ejection and silence count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     /// An answer (an error status from the backend's own code included): the replica is up.
@@ -214,7 +223,9 @@ pub enum Verdict {
     /// No connection or a broken one (`connection`), or an UNAVAILABLE answer: counts toward
     /// ejection.
     Unreachable { connection: bool },
-    /// Neither (our own timeout, a cancellation): says nothing either way.
+    /// Given up on for want of an answer (its time ran out): counts toward silence.
+    GivenUp,
+    /// Neither (the caller went away before the call's time was up): says nothing either way.
     Unknown,
 }
 
@@ -224,6 +235,7 @@ pub struct Replicas {
     policy: ReplicaPolicy,
     /// For the channels of health probes.
     keepalive: Keepalive,
+    tls: ClientTls,
     set: watch::Sender<Arc<[Arc<Replica>]>>,
     /// Whether the names have been resolved once (until then an empty set means "wait").
     resolved: watch::Sender<bool>,
@@ -242,31 +254,44 @@ impl fmt::Debug for Replicas {
     }
 }
 
-/// A configured URL: an address to use as it is, or a name to resolve.
+/// A configured URL: an address to use as it is, or a name to resolve; either way with the
+/// URL's scheme (`http` or `https`).
 #[derive(Debug, Clone)]
 enum Source {
-    Fixed(SocketAddr),
-    Named {
-        host: String,
-        port: u16,
-        url: String,
-    },
+    Fixed(&'static str, SocketAddr),
+    Named(Name),
+}
+
+/// A host name to resolve, from a configured URL.
+#[derive(Debug, Clone)]
+struct Name {
+    scheme: &'static str,
+    host: String,
+    port: u16,
+    /// The URL as configured: its endpoints' origin.
+    url: String,
 }
 
 impl Source {
-    /// `url` was checked by `BackendSpec`: `http://host:port`.
+    /// `url` was checked by `BackendSpec`: `http://host:port` or `https://host:port`.
     fn of(url: &str) -> Source {
         let uri: http::Uri = url.parse().expect("a URL BackendSpec checked");
+        let scheme = if uri.scheme_str() == Some("https") {
+            "https"
+        } else {
+            "http"
+        };
         let host = uri.host().unwrap_or_default();
         let port = uri.port_u16().unwrap_or(80);
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         match bare.parse::<IpAddr>() {
-            Ok(ip) => Source::Fixed(SocketAddr::new(ip, port)),
-            Err(_) => Source::Named {
+            Ok(ip) => Source::Fixed(scheme, SocketAddr::new(ip, port)),
+            Err(_) => Source::Named(Name {
+                scheme,
                 host: bare.to_owned(),
                 port,
                 url: url.to_owned(),
-            },
+            }),
         }
     }
 }
@@ -279,26 +304,30 @@ impl Replicas {
         urls: &[String],
         policy: ReplicaPolicy,
         keepalive: Keepalive,
+        tls: ClientTls,
         resolver: Resolver,
     ) -> Arc<Replicas> {
         let sources: Vec<Source> = urls.iter().map(|u| Source::of(u)).collect();
-        let fixed: Vec<Arc<Replica>> = dedup(sources.iter().filter_map(|s| match s {
-            Source::Fixed(addr) => Some(*addr),
-            Source::Named { .. } => None,
-        }))
-        .map(|addr| Arc::new(Replica::new(addr, None)))
-        .collect();
-        let named: Vec<(String, u16, String)> = sources
+        let mut fixed: Vec<Arc<Replica>> = Vec::new();
+        for s in &sources {
+            if let Source::Fixed(scheme, addr) = s
+                && !fixed.iter().any(|r| r.addr == addr.to_string())
+            {
+                fixed.push(Arc::new(Replica::new(scheme, *addr, None)));
+            }
+        }
+        let named: Vec<Name> = sources
             .into_iter()
             .filter_map(|s| match s {
-                Source::Named { host, port, url } => Some((host, port, url)),
-                Source::Fixed(_) => None,
+                Source::Named(name) => Some(name),
+                Source::Fixed(..) => None,
             })
             .collect();
         let replicas = Arc::new(Replicas {
             backend,
             policy,
             keepalive,
+            tls,
             set: watch::Sender::new(fixed.into()),
             resolved: watch::Sender::new(named.is_empty()),
             last_error: Mutex::new(None),
@@ -344,16 +373,19 @@ impl Replicas {
         }
     }
 
-    /// Power of two choices: of the endpoints in rotation, preferring those this call has not
-    /// tried yet, two at random, and of those the cheaper: answer time (peak-EWMA) times the
-    /// calls it would then have in flight.
+    /// Power of two choices: of the endpoints in rotation, preferring those that answer and
+    /// those this call has not tried yet, two at random, and of those the cheaper: answer time
+    /// (peak-EWMA) times the calls it would then have in flight.
     pub fn pick(&self, tried: &[u64]) -> Option<Arc<Replica>> {
         let set = self.current();
         let now = Instant::now();
-        let in_rotation: Vec<&Arc<Replica>> = set
+        let mut in_rotation: Vec<&Arc<Replica>> = set
             .iter()
             .filter(|r| !self.returned_or_out(r, now))
             .collect();
+        if in_rotation.iter().any(|r| !r.silence.is_silent()) {
+            in_rotation.retain(|r| !r.silence.is_silent());
+        }
         let untried: Vec<&Arc<Replica>> = in_rotation
             .iter()
             .copied()
@@ -413,6 +445,13 @@ impl Replicas {
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .observe(took, now);
+                if r.silence.answered() {
+                    tracing::info!(
+                        backend = &*self.backend,
+                        endpoint = r.addr,
+                        "endpoint answers again: calls go to it as before"
+                    );
+                }
             }
             Verdict::Unreachable { connection } => {
                 // No answer time to learn from: ejection deals with an endpoint that fails.
@@ -425,6 +464,18 @@ impl Replicas {
             }
             Verdict::Unknown => {
                 r.failed.fetch_add(1, Relaxed);
+            }
+            Verdict::GivenUp => {
+                r.failed.fetch_add(1, Relaxed);
+                if r.silence.given_up() {
+                    tracing::warn!(
+                        backend = &*self.backend,
+                        endpoint = r.addr,
+                        in_a_row = super::silence::SILENT_AFTER,
+                        "endpoint silent: calls timed out in a row without an answer; one call \
+                         at a time goes to it until it answers"
+                    );
+                }
             }
         }
     }
@@ -469,14 +520,15 @@ impl Replicas {
         true
     }
 
-    /// Replaces the named part of the set with `found` (the fixed part stays).
-    fn update(&self, found: Vec<(SocketAddr, String)>) {
+    /// Replaces the named part of the set with `found`: addresses, each with its scheme and
+    /// origin (the fixed part stays).
+    fn update(&self, found: Vec<(SocketAddr, &'static str, String)>) {
         let old = self.current();
         let by_addr: HashMap<&str, &Arc<Replica>> =
             old.iter().map(|r| (r.addr.as_str(), r)).collect();
         let mut next: Vec<Arc<Replica>> =
             old.iter().filter(|r| r.origin.is_none()).cloned().collect();
-        for (addr, origin) in found {
+        for (addr, scheme, origin) in found {
             let key = addr.to_string();
             if next.iter().any(|r| r.addr == key) {
                 continue;
@@ -485,7 +537,7 @@ impl Replicas {
                 Some(r) => next.push((*r).clone()),
                 None => {
                     tracing::info!(backend = &*self.backend, endpoint = key, "endpoint added");
-                    next.push(Arc::new(Replica::new(addr, Some(origin))));
+                    next.push(Arc::new(Replica::new(scheme, addr, Some(origin))));
                 }
             }
         }
@@ -514,11 +566,7 @@ fn dedup(addrs: impl Iterator<Item = SocketAddr>) -> impl Iterator<Item = Socket
 }
 
 /// Resolves the names now and every interval, while the set lives.
-async fn resolve_forever(
-    replicas: Weak<Replicas>,
-    names: Vec<(String, u16, String)>,
-    resolver: Arc<dyn Resolve>,
-) {
+async fn resolve_forever(replicas: Weak<Replicas>, names: Vec<Name>, resolver: Arc<dyn Resolve>) {
     // The last good addresses of each name.
     let mut known: Vec<Vec<SocketAddr>> = vec![Vec::new(); names.len()];
     loop {
@@ -526,7 +574,7 @@ async fn resolve_forever(
             return;
         };
         let mut errors = Vec::new();
-        for (i, (host, port, _)) in names.iter().enumerate() {
+        for (i, Name { host, port, .. }) in names.iter().enumerate() {
             match resolver.resolve(host, *port).await {
                 Ok(addrs) if !addrs.is_empty() => known[i] = dedup(addrs.into_iter()).collect(),
                 Ok(_) => errors.push(format!("`{host}` resolved to no address")),
@@ -543,7 +591,11 @@ async fn resolve_forever(
         let found = names
             .iter()
             .zip(&known)
-            .flat_map(|((_, _, url), addrs)| addrs.iter().map(move |a| (*a, url.clone())))
+            .flat_map(|(name, addrs)| {
+                addrs
+                    .iter()
+                    .map(move |a| (*a, name.scheme, name.url.clone()))
+            })
             .collect();
         set.update(found);
         set.resolved.send_replace(true);
@@ -575,7 +627,9 @@ async fn probe(replicas: Weak<Replicas>, r: Arc<Replica>) {
         if !r.ejected(now) || !set.current().iter().any(|c| c.id == r.id) {
             return;
         }
-        let Ok(channel) = super::fetch::channel(&r.url, r.origin.as_deref(), set.keepalive) else {
+        let Ok(channel) =
+            super::fetch::channel(&r.url, r.origin.as_deref(), set.keepalive, &set.tls)
+        else {
             return;
         };
         let mut client = HealthClient::new(channel);

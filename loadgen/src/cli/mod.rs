@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand};
 pub use fanout_proto::cli::{FanoutArg, ModeArg};
 use fanout_proto::cli::{duration, positive_duration};
+use fanout_tls::ClientTlsArgs;
 
 use crate::model::Rpc;
 
@@ -76,6 +77,10 @@ pub struct HealthArgs {
     /// How long to wait for an answer.
     #[arg(long, env = "LOADGEN_HEALTH_TIMEOUT", default_value = "2s", value_parser = positive_duration)]
     pub timeout: Duration,
+
+    /// For an https:// URL.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// The loadgen's own threads, for the subcommands that drive load.
@@ -147,6 +152,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub local: LocalArgs,
 
+    /// For an https:// --target.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+
     /// Also write the report as JSON to this file (with its histograms, for `loadgen merge`).
     /// `{host}` and `{pid}` in the name become this machine's hostname and the process id, so
     /// that loadgens sharing a folder write a file each.
@@ -203,6 +212,10 @@ pub struct CompareArgs {
 
     #[command(flatten)]
     pub local: LocalArgs,
+
+    /// For an https:// --target.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 
     /// Where to write the JSON report.
     #[arg(long, env = "LOADGEN_JSON", default_value = "out/compare.json")]
