@@ -16,7 +16,7 @@ use plotters::prelude::*;
 
 use hdrhistogram::Histogram;
 
-use crate::model::{CompareReport, Row, RunReport};
+use crate::model::{CompareReport, OverloadReport, Row, RunReport, TailReport};
 
 const BAR: RGBColor = RGBColor(66, 133, 244);
 const THEORY: RGBColor = RGBColor(219, 68, 55);
@@ -241,6 +241,295 @@ fn draw(path: &Path, report: &CompareReport) -> Result<(), Box<dyn std::error::E
             )?
             .label(name)
             .legend(move |(x, y)| Circle::new((x + 6, y), 5, color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// One colour per strategy (or policy), in the order they are listed.
+const SERIES: [RGBColor; 6] = [
+    THEORY,
+    BAR,
+    P50,
+    P99,
+    RGBColor(171, 71, 188),
+    RGBColor(0, 0, 0),
+];
+
+fn create_parent(path: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// `tail`'s chart: a panel per fan-out, in each the latency by percentile (as `run` draws it,
+/// on a log scale of milliseconds) of every strategy. `latency[i]` is `report.rows[i]`'s.
+pub fn write_tail_svg(
+    path: &Path,
+    report: &TailReport,
+    latency: &[Histogram<u64>],
+) -> anyhow::Result<()> {
+    create_parent(path)?;
+    draw_tail(path, report, latency).map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+fn draw_tail(
+    path: &Path,
+    report: &TailReport,
+    latency: &[Histogram<u64>],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut fanouts: Vec<usize> = report.rows.iter().map(|r| r.backends).collect();
+    fanouts.dedup();
+    let panels = fanouts.len().max(1);
+    let root = SVGBackend::new(path, (560 * panels as u32, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        &format!(
+            "tails: backends at {}, open loop at {}/s, latency by percentile",
+            report.latency, report.rate
+        ),
+        ("sans-serif", 20),
+    )?;
+    let calls = latency.iter().map(|h| h.len()).max().unwrap_or(0);
+    let right = (calls.max(100) as f64).log10().ceil();
+    let (lo, hi) = latency
+        .iter()
+        .filter(|h| !h.is_empty())
+        .fold((f64::MAX, 1.0f64), |(lo, hi), h| {
+            (lo.min(h.min() as f64 / 1e3), hi.max(h.max() as f64 / 1e3))
+        });
+    let lo = if lo == f64::MAX { 0.1 } else { lo / 1.5 };
+    for (area, n) in root.split_evenly((1, panels)).iter().zip(&fanouts) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{n} backend(s) a call"), ("sans-serif", 17))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..right, (lo..hi * 1.5).log_scale())?;
+        chart
+            .configure_mesh()
+            .x_labels(right as usize + 1)
+            .x_label_formatter(&|x| {
+                let q = 100.0 * (1.0 - 10f64.powf(-x));
+                format!("{}%", (q * 1e4).round() / 1e4)
+            })
+            .x_desc("percentile")
+            .y_desc("latency (ms, log scale)")
+            .draw()?;
+        let rows = report
+            .rows
+            .iter()
+            .zip(latency)
+            .filter(|(r, _)| r.backends == *n);
+        for (i, (row, h)) in rows.enumerate() {
+            let color = SERIES[i % SERIES.len()];
+            let points: Vec<(f64, f64)> = h
+                .iter_quantiles(5)
+                .map(|v| {
+                    let x = nines(v.quantile_iterated_to()).min(right);
+                    (x, (v.value_iterated_to() as f64 / 1e3).max(lo))
+                })
+                .collect();
+            chart
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(format!("{} ({})", row.strategy, row.flags))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(BLACK)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// `overload`'s chart: goodput and the admitted calls' p99 against the offered load, a line
+/// per policy, beside the capacity and the backends' latency; and the limit through the
+/// slowdown.
+pub fn write_overload_svg(path: &Path, report: &OverloadReport) -> anyhow::Result<()> {
+    create_parent(path)?;
+    draw_overload(path, report).map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
+}
+
+fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1650, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(
+        &format!(
+            "overload: {} backends at {}, capacity {:.0} calls/s; fixed limits beside adaptive ones",
+            report.backends, report.latency, report.capacity_per_sec
+        ),
+        ("sans-serif", 20),
+    )?;
+    let panels = root.split_evenly((1, 3));
+    let mut policies: Vec<&str> = report.steps.iter().map(|s| s.policy.as_str()).collect();
+    policies.dedup();
+    let multiples = report.steps.iter().map(|s| s.multiple);
+    let (lo_x, hi_x) = multiples.fold((f64::MAX, 0.0f64), |(lo, hi), m| (lo.min(m), hi.max(m)));
+    let (lo_x, hi_x) = if hi_x > 0.0 {
+        (lo_x / 1.3, hi_x * 1.3)
+    } else {
+        (0.1, 10.0)
+    };
+
+    // Goodput.
+    let top = report
+        .steps
+        .iter()
+        .map(|s| s.goodput_per_sec)
+        .fold(report.capacity_per_sec, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(&panels[0])
+        .caption("good calls/s (every backend answered)", ("sans-serif", 17))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d((lo_x..hi_x).log_scale(), 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, x capacity (log scale)")
+        .y_desc("calls/s")
+        .draw()?;
+    let capacity = report.capacity_per_sec;
+    chart
+        .draw_series(LineSeries::new(
+            [(lo_x, capacity), (hi_x, capacity)],
+            BLACK.mix(0.5).stroke_width(1),
+        ))?
+        .label("capacity")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.mix(0.5)));
+    for (i, policy) in policies.iter().enumerate() {
+        let color = SERIES[i % SERIES.len()];
+        let steps = report.steps.iter().filter(|s| s.policy == *policy);
+        chart
+            .draw_series(LineSeries::new(
+                steps.map(|s| (s.multiple, s.goodput_per_sec)),
+                color.stroke_width(2),
+            ))?
+            .label(*policy)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+
+    // Admitted p99.
+    let latency_ms = report
+        .steps
+        .iter()
+        .map(|s| s.admitted_p50_ms)
+        .filter(|v| *v > 0.0)
+        .fold(f64::MAX, f64::min);
+    let latency_ms = if latency_ms == f64::MAX {
+        1.0
+    } else {
+        latency_ms
+    };
+    let hi_y = report
+        .steps
+        .iter()
+        .map(|s| s.admitted_p99_ms)
+        .fold(latency_ms * 2.0, f64::max)
+        * 1.5;
+    let mut chart = ChartBuilder::on(&panels[1])
+        .caption("admitted calls' p99", ("sans-serif", 17))
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(
+            (lo_x..hi_x).log_scale(),
+            (latency_ms / 1.5..hi_y).log_scale(),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc("offered load, x capacity (log scale)")
+        .y_desc("ms (log scale)")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(
+            [(lo_x, latency_ms * 2.0), (hi_x, latency_ms * 2.0)],
+            BLACK.mix(0.5).stroke_width(1),
+        ))?
+        .label("2x the lowest p50")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.mix(0.5)));
+    for (i, policy) in policies.iter().enumerate() {
+        let color = SERIES[i % SERIES.len()];
+        let steps = report.steps.iter().filter(|s| s.policy == *policy);
+        chart
+            .draw_series(LineSeries::new(
+                steps.map(|s| (s.multiple, s.admitted_p99_ms.max(latency_ms / 1.5))),
+                color.stroke_width(2),
+            ))?
+            .label(*policy)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
+
+    // The limit through the slowdown.
+    let end = report
+        .slowdowns
+        .iter()
+        .flat_map(|s| s.samples.iter().map(|x| x.t_s))
+        .fold(1.0f64, f64::max);
+    let top = report
+        .slowdowns
+        .iter()
+        .flat_map(|s| s.samples.iter().map(|x| x.limit))
+        .fold(1.0f64, f64::max)
+        * 1.2;
+    let mut chart = ChartBuilder::on(&panels[2])
+        .caption(
+            "limit per backend; backends 2x slower halfway",
+            ("sans-serif", 17),
+        )
+        .margin(14)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..end, 0.0..top)?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds")
+        .y_desc("calls in flight allowed")
+        .draw()?;
+    for (i, s) in report.slowdowns.iter().enumerate() {
+        let color = SERIES[i % SERIES.len()];
+        chart
+            .draw_series(LineSeries::new(
+                s.samples.iter().map(|x| (x.t_s, x.limit)),
+                color.stroke_width(2),
+            ))?
+            .label(s.policy.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+            });
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(s.slowed_at_s, 0.0), (s.slowed_at_s, top)],
+            BLACK.mix(0.4),
+        )))?;
     }
     chart
         .configure_series_labels()

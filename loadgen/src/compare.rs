@@ -225,6 +225,8 @@ async fn measure_row(
         backend_workers: local.backend_workers as usize,
         fanout: Some(fanout),
         aggregator_workers: local.aggregator_workers as usize,
+        capacity: None,
+        policies: None,
     };
     let (deployment, url) = match target {
         Some(t) => (None, t.to_owned()),

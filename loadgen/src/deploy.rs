@@ -25,20 +25,47 @@ pub struct DeploymentSpec {
     pub latency: LatencySpec,
     pub mode: Mode,
     pub backend_workers: usize,
+    /// Each backend works on at most this many calls at once, the rest waiting their turn
+    /// (the backend's `--capacity`); `None`: no limit.
+    pub capacity: Option<usize>,
     /// `None`: backends only.
     pub fanout: Option<Fanout>,
     pub aggregator_workers: usize,
+    /// The aggregator's policies (timeouts, retries, hedging, limits), its backends filled in
+    /// when it starts. `None`: [`DeploymentSpec::measuring`]'s, for measuring the fan-out alone.
+    pub policies: Option<aggregator::Config>,
 }
 
 impl DeploymentSpec {
+    /// The aggregator's policies when a measurement is of the fan-out itself: no retries, no
+    /// cache, no shedding, and deadlines far beyond any queueing a blocking configuration
+    /// builds up.
+    pub fn measuring() -> aggregator::Config {
+        aggregator::Config {
+            attempt_timeout: Duration::from_secs(60),
+            deadline: Duration::from_secs(60),
+            retry: aggregator::RetryPolicy {
+                max_attempts: 1,
+                ..Default::default()
+            },
+            backend_concurrency: aggregator::Limit::Fixed(100_000),
+            max_in_flight: aggregator::Admission::Fixed(100_000),
+            ..aggregator::Config::default()
+        }
+    }
+
     /// One line about the deployment, for the user.
     pub fn describe(&self) -> String {
         let replicas = match self.replicas {
             1 => String::new(),
             r => format!(" x {r} replicas"),
         };
+        let capacity = match self.capacity {
+            Some(c) => format!(", --capacity {c}"),
+            None => String::new(),
+        };
         let backends = format!(
-            "{} backend(s){replicas} (latency {}, --mode {}, {} workers)",
+            "{} backend(s){replicas} (latency {}, --mode {}{capacity}, {} workers)",
             self.backends,
             self.latency,
             self.mode.cli_name(),
@@ -76,6 +103,7 @@ impl Deployment {
                 name: name.clone(),
                 latency: spec.latency.clone(),
                 mode: spec.mode,
+                capacity: spec.capacity,
                 allow_overrides: true,
                 grace_period: Duration::from_secs(1),
                 ..backend::Config::default()
@@ -95,21 +123,15 @@ impl Deployment {
                     .map(|(b, name)| format!("{name}={}", b.url()).parse())
                     .collect::<Result<Vec<aggregator::BackendSpec>, String>>()
                     .map_err(anyhow::Error::msg)?;
-                // Measure the fan-out itself: no retries, no cache, no shedding, and deadlines
-                // far beyond any queueing a blocking configuration builds up.
                 let config = aggregator::Config {
+                    backends: specs,
                     fanout,
-                    attempt_timeout: Duration::from_secs(60),
-                    deadline: Duration::from_secs(60),
-                    retry: aggregator::RetryPolicy {
-                        max_attempts: 1,
-                        ..Default::default()
-                    },
-                    backend_concurrency: aggregator::Limit::Fixed(100_000),
-                    max_in_flight: aggregator::Admission::Fixed(100_000),
                     allow_overrides: true,
                     grace_period: Duration::from_secs(1),
-                    ..aggregator::Config::new(specs)
+                    ..spec
+                        .policies
+                        .clone()
+                        .unwrap_or_else(DeploymentSpec::measuring)
                 };
                 Some(
                     aggregator::spawn(config, spec.aggregator_workers, loopback)

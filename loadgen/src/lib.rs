@@ -18,8 +18,12 @@
 //! - [`monitor`]: the live progress line;
 //! - [`deploy`]: the local deployment started when no `--target` is given.
 //!
+//! - [`scenario`]: what the scenarios share: a local deployment with the aggregator's policies
+//!   under test, an open loop against it, the aggregator's counters around it.
+//!
 //! [`run()`] is one scenario, [`compare()`] the matrix, [`merge()`] adds up runs made on
-//! several machines.
+//! several machines; [`tail()`] measures what hedging does to heavy tails, [`overload()`] what
+//! adaptive limits do under overload.
 #![forbid(unsafe_code)]
 
 pub mod caller;
@@ -34,13 +38,18 @@ pub mod merge;
 pub mod model;
 pub mod monitor;
 pub mod open_loop;
+pub mod overload;
 pub mod report;
 pub mod run;
+pub mod scenario;
 pub mod stats;
+pub mod tail;
 pub mod target;
 pub mod theory;
 pub mod workers;
 
 pub use crate::compare::compare;
 pub use crate::merge::merge;
+pub use crate::overload::overload;
 pub use crate::run::run;
+pub use crate::tail::tail;

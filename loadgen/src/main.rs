@@ -45,6 +45,16 @@ fn main() -> anyhow::Result<()> {
                 args.chart = output_path(&args.chart);
                 loadgen::compare(args, stop).await?;
             }
+            Command::Tail(mut args) => {
+                args.json = output_path(&args.json);
+                args.chart = output_path(&args.chart);
+                loadgen::tail(args, stop).await?;
+            }
+            Command::Overload(mut args) => {
+                args.json = output_path(&args.json);
+                args.chart = output_path(&args.chart);
+                loadgen::overload(args, stop).await?;
+            }
             Command::Merge(args) => {
                 let report = loadgen::merge(&args)?;
                 loadgen::report::print_run(&report);

@@ -298,3 +298,129 @@ pub struct CompareReport {
     pub interrupted: bool,
     pub scenarios: Vec<Row>,
 }
+
+/// One strategy against one fan-out in `loadgen tail`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TailRow {
+    /// Backends each call fans out to.
+    pub backends: usize,
+    /// `none`, `retry`, `hedge` or `hedge-adaptive`.
+    pub strategy: String,
+    /// The aggregator flags that make it, e.g. `--hedge-after 20ms`.
+    pub flags: String,
+    pub calls: u64,
+    pub errors: u64,
+    /// Successful calls in which some backend failed or timed out.
+    pub degraded: u64,
+    pub calls_per_sec: f64,
+    #[serde(flatten)]
+    pub latency: Percentiles,
+    /// Backend attempts beyond one per backend per call, as a share of those: what the
+    /// strategy costs the backends (from the aggregator's Stats around the run).
+    pub extra_backend_calls: f64,
+    pub retries: u64,
+    pub hedges: u64,
+    pub hedges_won: u64,
+    pub hedges_refused: u64,
+    /// The theory: the probability that a call waits for a slow answer, when each backend is
+    /// slow with probability p and the strategy gives it a second chance (p squared) or not.
+    pub tail_odds: Option<f64>,
+    /// The latency histogram (see `Histograms::encoding`).
+    pub histogram: String,
+}
+
+/// The whole `loadgen tail`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TailReport {
+    pub latency: String,
+    /// The chance that one backend call is slow, for a `tail:` latency.
+    pub slow_probability: Option<f64>,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub replicas: usize,
+    pub encoding: String,
+    pub interrupted: bool,
+    pub rows: Vec<TailRow>,
+}
+
+/// One step of offered load under one policy in `loadgen overload`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadStep {
+    /// `fixed` or `adaptive`.
+    pub policy: String,
+    /// The offered load as a multiple of the deployment's capacity.
+    pub multiple: f64,
+    pub offered_per_sec: f64,
+    pub calls: u64,
+    /// Calls answered OK with every backend's result, per second of the window.
+    pub goodput_per_sec: f64,
+    /// goodput / capacity.
+    pub goodput_share: f64,
+    /// Calls shed by the aggregator (RESOURCE_EXHAUSTED), as a share of the calls.
+    pub shed_share: f64,
+    /// Calls answered OK without some backend's result (that backend failed, timed out or was
+    /// over its limit), as a share of the calls.
+    pub degraded_share: f64,
+    /// Calls failed otherwise (DEADLINE_EXCEEDED, ...), as a share of the calls.
+    pub failed_share: f64,
+    /// Latency of the calls admitted (every status but RESOURCE_EXHAUSTED).
+    pub admitted_p50_ms: f64,
+    pub admitted_p99_ms: f64,
+    /// The backends' concurrency limits at the end of the step (their mean).
+    pub limit: f64,
+    /// Backend calls failed fast over a backend's limit during the step (all backends).
+    pub backend_over_limit: u64,
+    /// Resident memory of this process (the loadgen and the local deployment) after the step.
+    pub rss_mib: Option<f64>,
+}
+
+/// The limits read every 250 ms through the slowdown.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitSample {
+    /// Seconds since the slowdown phase began.
+    pub t_s: f64,
+    /// The backends' concurrency limits (their mean).
+    pub limit: f64,
+    /// Backend calls in flight, and waiting for a slot (all backends).
+    pub in_flight: u64,
+    pub queued: u64,
+}
+
+/// One policy through the slowdown: half the phase at the backends' latency, half at twice it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Slowdown {
+    pub policy: String,
+    pub offered_per_sec: f64,
+    /// When the latency doubled, in seconds since the phase began.
+    pub slowed_at_s: f64,
+    /// The limit before (median of the first half's last 3 s) and after (of the second half's
+    /// last 3 s).
+    pub limit_before: f64,
+    pub limit_after: f64,
+    /// How long after the slowdown the limit's median over a second came for good within 25%
+    /// (or 2 calls) of its final level; `None`: it never did.
+    pub settled_after_s: Option<f64>,
+    /// Admitted calls' p99 and goodput in each half.
+    pub admitted_p99_before_ms: f64,
+    pub admitted_p99_after_ms: f64,
+    pub goodput_before_per_sec: f64,
+    pub goodput_after_per_sec: f64,
+    pub samples: Vec<LimitSample>,
+}
+
+/// The whole `loadgen overload`.
+#[derive(Debug, Clone, Serialize)]
+pub struct OverloadReport {
+    pub latency: String,
+    pub backends: usize,
+    /// Each backend's --capacity.
+    pub backend_capacity: u32,
+    /// Aggregate calls per second the deployment can serve: capacity / mean latency.
+    pub capacity_per_sec: f64,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub interrupted: bool,
+    pub steps: Vec<OverloadStep>,
+    pub slowdowns: Vec<Slowdown>,
+}

@@ -49,6 +49,8 @@ pub async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<R
                 backend_workers: local.backend_workers as usize,
                 fanout: (args.rpc != Rpc::Fetch).then(|| fanout.unwrap_or(Fanout::Concurrent)),
                 aggregator_workers: local.aggregator_workers as usize,
+                capacity: None,
+                policies: None,
             };
             eprintln!("starting a local deployment: {}", spec.describe());
             let d = Deployment::start(&spec).await?;

@@ -28,6 +28,9 @@ pub struct Stats {
     /// Call latency: for unary calls until the reply; for streams until the summary. In rate
     /// mode measured from the call's intended start.
     pub latency: Histogram<u64>,
+    /// The latency of the calls the server admitted: every status but RESOURCE_EXHAUSTED (a
+    /// call shed, answered at once). What `overload` holds against the backends' latency.
+    pub admitted: Histogram<u64>,
     /// Streams only: time to the first result.
     pub first_result: Histogram<u64>,
     /// Calls per gRPC status code (index = code).
@@ -42,6 +45,7 @@ impl Default for Stats {
     fn default() -> Self {
         Self {
             latency: histogram(),
+            admitted: histogram(),
             first_result: histogram(),
             status: [0; 17],
             degraded: 0,
@@ -59,6 +63,9 @@ impl Stats {
     pub fn record(&mut self, code: Code, latency: Duration) {
         self.status[code as usize] += 1;
         self.latency.saturating_record(micros(latency));
+        if code != Code::ResourceExhausted {
+            self.admitted.saturating_record(micros(latency));
+        }
     }
 
     pub fn record_first_result(&mut self, after: Duration) {
@@ -70,6 +77,7 @@ impl Stats {
         // Both sides hold 1 µs to an hour (a decoded histogram is checked for that), so
         // adding cannot fail.
         let _ = self.latency.add(&other.latency);
+        let _ = self.admitted.add(&other.admitted);
         let _ = self.first_result.add(&other.first_result);
         for (a, b) in self.status.iter_mut().zip(other.status) {
             *a += b;

@@ -111,6 +111,8 @@ async fn a_stream_s_messages_arrive_one_by_one_then_its_status() {
         backend_workers: 1,
         fanout: Some(fanout_proto::v1::Fanout::Concurrent),
         aggregator_workers: 1,
+        capacity: None,
+        policies: None,
     })
     .await
     .unwrap();

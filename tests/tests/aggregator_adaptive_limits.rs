@@ -70,13 +70,16 @@ async fn load(
     total
 }
 
-/// An aggregator with the defaults (adaptive limits and admission) over `b`.
-fn adaptive_over(b: &fanout_server::thread::ServerThread) -> fanout_server::thread::ServerThread {
+/// An aggregator with adaptive backend limits over `b`, admitting calls as `admission` says.
+fn adaptive_over(
+    b: &fanout_server::thread::ServerThread,
+    admission: aggregator::Admission,
+) -> fanout_server::thread::ServerThread {
     start_aggregator(
         AggregatorConfig {
             allow_overrides: true,
             backend_concurrency: aggregator::Limit::Auto,
-            max_in_flight: aggregator::Admission::Auto,
+            max_in_flight: admission,
             ..aggregator_config(vec![spec("b", b)])
         },
         2,
@@ -94,7 +97,9 @@ async fn under_overload_the_limit_falls_and_calls_over_it_fail_fast() {
         },
         2,
     );
-    let agg = adaptive_over(&b);
+    // Admission out of the way, so that calls reach the backend's limit (with `auto` they are
+    // shed at the door first: see the next test).
+    let agg = adaptive_over(&b, aggregator::Admission::Fixed(1000));
     let start = limit_of(&agg).await;
     // 32 callers against a backend that takes 4: its line grows, the limit follows it down.
     let (ok, refused, slowest) = load(&agg, 32, 40, Duration::from_secs(3)).await;
@@ -117,6 +122,62 @@ async fn under_overload_the_limit_falls_and_calls_over_it_fail_fast() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_admission_sheds_the_excess_whole_so_admitted_calls_get_every_backend() {
+    let b = start_backend(
+        BackendConfig {
+            capacity: Some(4),
+            allow_overrides: true,
+            ..backend_config("b", "40ms")
+        },
+        2,
+    );
+    let agg = adaptive_over(&b, aggregator::Admission::Auto);
+    let client = aggregator_client(&agg).await;
+    // Warm the limit down to the backend (as above), then count what a burst gets.
+    load(&agg, 32, 40, Duration::from_secs(2)).await;
+    let calls: Vec<_> = (0..64)
+        .map(|i| {
+            let mut c = client.clone();
+            tokio::spawn(async move {
+                let began = Instant::now();
+                let reply = c
+                    .aggregate(AggregateRequest {
+                        delay_ms: Some(40),
+                        ..aggregate(&format!("burst-{i}"))
+                    })
+                    .await;
+                (reply, began.elapsed())
+            })
+        })
+        .collect();
+    let (mut shed, mut whole, mut slowest_shed) = (0, 0, Duration::ZERO);
+    for call in calls {
+        let (reply, took) = call.await.unwrap();
+        match reply {
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+                assert!(status.message().contains("--max-in-flight"), "{status:?}");
+                shed += 1;
+                slowest_shed = slowest_shed.max(took);
+            }
+            Ok(reply) => {
+                let r = &reply.into_inner().results[0];
+                assert!(matches!(r.outcome, Some(Outcome::Reply(_))), "{r:?}");
+                whole += 1;
+            }
+        }
+    }
+    let limit = limit_of(&agg).await;
+    println!("limit {limit}: of 64 at once, {whole} admitted and answered, {shed} shed");
+    assert!(shed > 0 && whole > 0, "{whole} answered, {shed} shed");
+    // Shed at the door: at once, not after a wait (generous: this machine is shared).
+    assert!(
+        slowest_shed < Duration::from_millis(300),
+        "{slowest_shed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_falls_when_a_backend_slows_and_rises_when_it_recovers() {
     let b = start_backend(
         BackendConfig {
@@ -125,7 +186,7 @@ async fn the_limit_falls_when_a_backend_slows_and_rises_when_it_recovers() {
         },
         2,
     );
-    let agg = adaptive_over(&b);
+    let agg = adaptive_over(&b, aggregator::Admission::Auto);
     // 16 callers at 20 ms: the no-load latency.
     load(&agg, 16, 20, Duration::from_secs(1)).await;
     let before = limit_of(&agg).await;

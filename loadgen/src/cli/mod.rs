@@ -5,6 +5,7 @@
 //! ignored.
 
 pub mod load;
+pub mod scenario;
 
 pub use load::{
     DEFAULT_CALLERS, DEFAULT_DRAIN, DEFAULT_LATENCY, DEFAULT_LOCAL_BACKENDS,
@@ -18,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 pub use fanout_proto::cli::{FanoutArg, ModeArg};
 use fanout_proto::cli::{duration, positive_duration};
 use fanout_tls::ClientTlsArgs;
+pub use scenario::{OverloadArgs, Strategy, TailArgs};
 
 use crate::model::Rpc;
 
@@ -43,6 +45,16 @@ pub enum Command {
     /// The matrix: every backend --mode against every aggregator --fanout under the same load,
     /// each beside its theoretical bound; prints a table, writes JSON and an SVG chart.
     Compare(CompareArgs),
+    /// Tails: heavy-tailed backends behind fan-outs of 1, 3 and 10, open loop, with no
+    /// protection, retries on a short attempt timeout, and hedging after a fixed delay or a
+    /// percentile, side by side: p50 to max, the extra backend calls each costs, and the
+    /// theory's odds of meeting the tail; a table, JSON and a chart.
+    Tail(TailArgs),
+    /// Overload: the offered load steps from half to ten times the deployment's capacity,
+    /// fixed limits beside adaptive ones (`auto`, the defaults): goodput, shed share, admitted
+    /// calls' p50/p99 and the limit per step; then the backends slow down 2x and the limit
+    /// follows; a table, JSON and a chart.
+    Overload(OverloadArgs),
     /// Adds up reports of `run --json` from several loadgens that drove one target together
     /// (histograms merged exactly, rates summed) into one report: the same table, JSON and chart
     /// as `run`.
@@ -58,6 +70,8 @@ impl Command {
         match self {
             Command::Run(a) => a.runtime.threads,
             Command::Compare(a) => a.runtime.threads,
+            Command::Tail(a) => a.runtime.threads,
+            Command::Overload(a) => a.runtime.threads,
             Command::Merge(_) | Command::Health(_) => Some(1),
         }
     }
@@ -324,6 +338,21 @@ mod tests {
             (&["run", "--replicas", "0"], "--replicas"),
             (&["run", "--max-outstanding", "0"], "--max-outstanding"),
             (&["health"], "<URL>"),
+            (&["tail", "--hedge-percentile", "20ms"], "is a delay"),
+            (&["tail", "--hedge-percentile", "p100"], "not a percentile"),
+            (&["tail", "--backends", "0"], "--backends"),
+            (&["tail", "--strategies", "pray"], "invalid value 'pray'"),
+            (&["tail", "--rate", "0"], "is not a rate"),
+            (&["tail", "--latency", "tail:5ms,p=2,1s"], "latency"),
+            (&["overload", "--steps", "0"], "not a multiple"),
+            (&["overload", "--steps", "1,200"], "not a multiple"),
+            (&["overload", "--fixed", "0,10"], "not two limits"),
+            (&["overload", "--fixed", "10"], "not two limits"),
+            (&["overload", "--capacity", "0"], "--capacity"),
+            (
+                &["overload", "--policies", "magic"],
+                "invalid value 'magic'",
+            ),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(want), "{args:?}: {err}");
