@@ -398,8 +398,9 @@ pub struct Slowdown {
     /// last 3 s).
     pub limit_before: f64,
     pub limit_after: f64,
-    /// How long after the slowdown the limit's median over a second came for good within 25%
-    /// (or 2 calls) of its final level; `None`: it never did.
+    /// How long after the slowdown the limit's median over a second came back within the range
+    /// it keeps at the end (its 1 s medians over the last 3 s, ±10%) and stayed there for 2 s;
+    /// `None`: it never did.
     pub settled_after_s: Option<f64>,
     /// Admitted calls' p99 and goodput in each half.
     pub admitted_p99_before_ms: f64,

@@ -304,7 +304,7 @@ async fn slowdown(
         slowed_at_s: slowed_at,
         limit_before,
         limit_after,
-        settled_after_s: settled_after(&samples, slowed_at, limit_after),
+        settled_after_s: settled_after(&samples, slowed_at),
         admitted_p99_before_ms: Percentiles::of(&first.stats.admitted).p99_ms,
         admitted_p99_after_ms: Percentiles::of(&second.stats.admitted).p99_ms,
         goodput_before_per_sec: goodput(&first),
@@ -361,28 +361,42 @@ fn median_limit(samples: &[LimitSample], from: f64, to: f64) -> f64 {
     limits[limits.len() / 2]
 }
 
-/// How long after `at` the limit settled: when its median over the last second came, for
-/// good, within 25% (at least 2 calls) of `last`, its median at the end. A median, because an
-/// adaptive limit saws up and down around its level all the time. `None`: it had not at the
-/// last sample.
-pub fn settled_after(samples: &[LimitSample], at: f64, last: f64) -> Option<f64> {
-    let band = (last * 0.25).max(2.0);
+/// How long after `at` the limit settled: the first time its median over the last second
+/// (of samples after `at`) came within the range it keeps at the end, and stayed there for
+/// [`DWELL`]. Medians, because an adaptive limit saws up and down around its level all the
+/// time; the range is that of those medians over the last 3 s, widened by 10% (at least 2
+/// calls) each way. `None`: it never did, or the phase was too short to tell.
+pub fn settled_after(samples: &[LimitSample], at: f64) -> Option<f64> {
     let rolling: Vec<(f64, f64)> = samples
         .iter()
         .filter(|s| s.t_s >= at)
         .map(|s| {
-            (
-                s.t_s,
-                median_limit(samples, s.t_s - 1.0 + 1e-9, s.t_s + 1e-9),
-            )
+            let from = (s.t_s - 1.0 + 1e-9).max(at);
+            (s.t_s, median_limit(samples, from, s.t_s + 1e-9))
         })
         .collect();
-    let outside = rolling.iter().rposition(|(_, m)| (m - last).abs() > band);
-    match outside {
-        None => rolling.first().map(|(t, _)| t - at),
-        Some(i) => rolling.get(i + 1).map(|(t, _)| t - at),
-    }
+    let end = rolling.last()?.0;
+    let steady = rolling
+        .iter()
+        .filter(|(t, _)| *t >= end - 3.0)
+        .map(|(_, m)| *m);
+    let (lo, hi) = steady.fold((f64::MAX, 0.0f64), |(lo, hi), m| (lo.min(m), hi.max(m)));
+    let (lo, hi) = ((lo / 1.1).min(lo - 2.0), (hi * 1.1).max(hi + 2.0));
+    rolling
+        .iter()
+        .enumerate()
+        .filter(|(_, (t, _))| t + DWELL <= end + 1e-9)
+        .find(|(i, (t, _))| {
+            rolling[*i..]
+                .iter()
+                .take_while(|(u, _)| *u <= t + DWELL + 1e-9)
+                .all(|(_, m)| (lo..=hi).contains(m))
+        })
+        .map(|(_, (t, _))| t - at)
 }
+
+/// How long the limit must stay at its level to count as settled.
+const DWELL: f64 = 2.0;
 
 /// This process's resident memory, from /proc (Linux); `None` elsewhere.
 fn rss_mib() -> Option<f64> {
@@ -458,14 +472,19 @@ mod tests {
     #[test]
     fn settling_is_the_last_time_the_limit_entered_the_band() {
         // Slowed at 2 s: dips, comes back at 6 s and stays.
-        let s = samples(&[20.0, 20.0, 14.0, 9.0, 6.0, 12.0, 19.0, 21.0, 20.0]);
-        assert_eq!(settled_after(&s, 2.0, 20.0), Some(4.0));
-        // Never left it.
-        let s = samples(&[20.0, 20.0, 19.0, 21.0]);
-        assert_eq!(settled_after(&s, 1.0, 20.0), Some(0.0));
-        // Still outside at the end.
+        let s = samples(&[
+            20.0, 20.0, 14.0, 9.0, 6.0, 12.0, 19.0, 21.0, 20.0, 20.0, 19.0, 21.0, 20.0,
+        ]);
+        assert_eq!(settled_after(&s, 2.0), Some(4.0));
+        // Never left its level.
+        let s = samples(&[20.0, 20.0, 19.0, 21.0, 20.0, 20.0]);
+        assert_eq!(settled_after(&s, 1.0), Some(0.0));
+        // Back for a moment, then away again, then back for good.
+        let s = samples(&[20.0, 20.0, 5.0, 19.0, 5.0, 20.0, 21.0, 20.0, 20.0, 20.0]);
+        assert_eq!(settled_after(&s, 1.0), Some(4.0));
+        // Too short a phase after the change to tell.
         let s = samples(&[20.0, 20.0, 5.0]);
-        assert_eq!(settled_after(&s, 1.0, 20.0), None);
+        assert_eq!(settled_after(&s, 1.0), None);
     }
 
     #[test]

@@ -9,31 +9,38 @@
 //! **The adaptive limit** is AIMD on latency, a gradient in the manner of Netflix's
 //! concurrency-limits and Envoy's adaptive concurrency filter. Answers are taken in intervals of
 //! at least 100 ms, two no-load answer times and 5 answers; an interval's median answer time is
-//! compared with the no-load latency, the lowest interval median of the last 2 to 4 s. Within
-//! 50% of it (plus 1 ms of noise), the limit grows by its square root, if it is in use (at least
-//! half of it taken at some point in the interval: growing a limit that holds nobody back means
-//! nothing); above it for two intervals in a row, the limit shrinks in proportion to the excess
-//! (by 30% at most each interval), in use or not: the calls in flight are what the backend is
-//! queueing.
+//! compared with the no-load latency. Within 50% of it (plus 1 ms of noise), the limit grows by
+//! its square root, if it is in use (at least half of it taken at some point in the interval:
+//! growing a limit that holds nobody back means nothing); above it for two intervals in a row,
+//! the limit shrinks in proportion to the excess (by 30% at most each interval), in use or not:
+//! the calls in flight are what the backend is queueing.
+//!
+//! **The no-load latency is measured, not inferred** (Envoy's minRTT): a probe pins the calls
+//! in flight far below what the backend was taking (an eighth for the first probe, when nothing
+//! is known; a quarter after six intervals in a row over the target; half for the periodic one,
+//! every 10 s), waits until the calls in flight are down to that (calls sent before the probe
+//! are answered first), and takes the median of the next interval as the no-load latency. Then
+//! the limit goes back to where it was, or, when the probe found the backend itself slower (not
+//! queueing), to where it was before the cuts that led to the probe. A probe of a busy backend
+//! sheds for an interval or two: a few percent of the calls under a sustained overload.
 //!
 //! Why medians of intervals: a backend's latency has a spread of its own (a heavy tail,
 //! replicas of different speeds), and compared with the single fastest answer that spread would
-//! read as queueing; medians compare like with like. (A higher percentile sees queueing sooner,
-//! but under a sustained overload no interval is free of queueing at the 90th percentile, so the
-//! no-load latency itself drifts up and the limit runs away: tried, measured, not kept.) Why two
-//! intervals: a shared machine's hiccup often lasts one. Why two no-load answer times: the
-//! answers that judge a limit must be those of calls sent under it; with shorter intervals the
-//! limit kept growing for a whole answer time after the backend began to queue, and overshot
-//! (admitted calls' p99 2.8x the backend's latency under overload, against 2.0x). Why a
-//! multiplicative cut: a backend that falls behind is queueing now, and cutting by up to 30% an
-//! interval sheds within a second where Vegas' one-step moves take many; growing by the square
-//! root finds a limit of a few hundred in a couple of seconds. Why a window: a backend whose
-//! latency really doubled (not queueing, just slower) is first cut back, then, once its fast
-//! intervals have left the window, judged by its new latency, so the limit settles again within
-//! a few seconds (2 s: settled in 3.3 s in `loadgen overload`; 2.5 s: 5 s; 1.5 s settled
-//! sooner but left the limit higher under a sustained overload, and the tail longer). And after
-//! a cut the backend's line drains, so the window keeps seeing intervals near the no-load
-//! latency even under a sustained overload.
+//! read as queueing; medians compare like with like. Why probes: the lowest interval median of
+//! the last few seconds, used first, is polluted by a sustained overload (no interval is free of
+//! queueing), so the no-load latency crept up, the limit grew to the new target, and the next
+//! window crept up again: under 10x overload the limit ran to 159 against a backend that takes
+//! 20, and admitted calls waited 7x its latency (a 90th percentile in place of the median ran
+//! away the same way). Why two intervals: a shared machine's hiccup often lasts one. Why two
+//! no-load answer times: the answers that judge a limit must be those of calls sent under it;
+//! with shorter intervals the limit kept growing for an answer time after the backend began to
+//! queue, and overshot (admitted calls' p99 2.8x the backend's latency under overload, against
+//! 2.0x). Why a multiplicative cut: a backend that falls behind is queueing now, and cutting by
+//! up to 30% an interval sheds within a second where Vegas' one-step moves take many; growing by
+//! the square root finds a limit of a few hundred in a couple of seconds. A backend whose
+//! latency really doubled is cut back at first, then probed after six intervals over the
+//! target, found slower, and given back its limit: about 3 s in `loadgen overload`
+//! (BENCHMARKS.md §9).
 
 use std::fmt;
 use std::str::FromStr;
@@ -104,8 +111,13 @@ const MIN_ANSWERS: usize = 5;
 const MAX_ANSWERS: usize = 4096;
 const TOLERANCE: f64 = 1.5;
 const NOISE: Duration = Duration::from_millis(1);
-/// The minimum is kept over the last one to two of these.
-const MIN_WINDOW: Duration = Duration::from_millis(2_000);
+/// The no-load latency is measured again this often...
+const PROBE_EVERY: Duration = Duration::from_secs(10);
+/// ...and after this many intervals in a row over the target (queueing that cuts do not
+/// drain, or a backend that really slowed down).
+const PROBE_AFTER: u32 = 6;
+/// A probe waits at most this many intervals for the line to drain.
+const DRAIN_INTERVALS: u32 = 20;
 
 /// One backend's slots, shared by every runtime that calls it.
 #[derive(Debug)]
@@ -301,18 +313,41 @@ impl Drop for Slot {
 #[derive(Debug)]
 struct Gradient {
     limit: f64,
-    /// The lowest interval median of the current and the previous window.
-    current_min: Duration,
-    previous_min: Duration,
-    window_start: Instant,
+    /// The no-load latency: the median answer time of the last probe (`MAX` before the first
+    /// interval).
+    floor: Duration,
     /// This interval's answer times.
     answers: Vec<Duration>,
     peak: usize,
-    /// Intervals in a row whose median was over the target.
+    /// Intervals in a row whose median was over the target, and the limit before them.
     over: u32,
+    before_over: f64,
     interval_start: Instant,
+    /// When the next periodic probe starts.
+    next_probe: Instant,
+    probe: Probe,
     /// The limit last logged.
     logged: usize,
+}
+
+/// Where a probe of the no-load latency stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Probe {
+    Off,
+    /// The limit is pinned low while the backend's line drains (for at most `left` more
+    /// intervals). `saved` is the limit to go back to; `before`, the limit before the cuts
+    /// that led to the probe, if any: the one to go back to if the no-load latency itself
+    /// rose (the cuts were for a slower backend, not for a line).
+    Draining {
+        saved: f64,
+        before: f64,
+        left: u32,
+    },
+    /// Pinned low for one more interval, whose median becomes the no-load latency.
+    Measuring {
+        saved: f64,
+        before: f64,
+    },
 }
 
 impl Gradient {
@@ -320,20 +355,21 @@ impl Gradient {
         let now = Instant::now();
         Gradient {
             limit: START,
-            current_min: Duration::MAX,
-            previous_min: Duration::MAX,
-            window_start: now,
+            floor: Duration::MAX,
             answers: Vec::new(),
             peak: 0,
             over: 0,
+            before_over: START,
             interval_start: now,
+            next_probe: now,
+            probe: Probe::Off,
             logged: START as usize,
         }
     }
 
-    /// The no-load latency: the lowest interval median in the window.
+    /// The no-load latency, as last measured.
     fn floor(&self) -> Duration {
-        self.current_min.min(self.previous_min)
+        self.floor
     }
 
     /// Takes one answer's time; at the end of an interval, the new limit.
@@ -345,34 +381,92 @@ impl Gradient {
         let now = Instant::now();
         // An interval lasts at least two no-load answer times: the answers that judge a limit
         // are those of calls sent under it.
-        let interval = match self.floor() {
+        let interval = match self.floor {
             Duration::MAX => INTERVAL,
             floor => INTERVAL.max(floor * 2),
         };
         if now - self.interval_start < interval || self.answers.len() < MIN_ANSWERS {
             return None;
         }
-        if now - self.window_start >= MIN_WINDOW {
-            self.previous_min = self.current_min;
-            self.current_min = Duration::MAX;
-            self.window_start = now;
-        }
         let mid = self.answers.len() / 2;
         let median = *self.answers.select_nth_unstable(mid).1;
-        self.current_min = self.current_min.min(median);
-        let target = self.floor().mul_f64(TOLERANCE) + NOISE;
         self.limit = limit as f64;
-        let in_use = self.peak * 2 >= limit;
-        if median <= target {
-            self.over = 0;
-            if in_use {
-                self.limit += self.limit.sqrt().max(1.0);
+        match self.probe {
+            Probe::Draining {
+                saved,
+                before,
+                left,
+            } => {
+                // Drained once no more calls were in flight than the pinned limit lets in
+                // (calls sent before the probe are answered first), or out of patience.
+                self.probe = if self.peak <= limit || left == 0 {
+                    Probe::Measuring { saved, before }
+                } else {
+                    Probe::Draining {
+                        saved,
+                        before,
+                        left: left - 1,
+                    }
+                };
             }
-        } else {
-            self.over += 1;
-            if self.over >= 2 {
-                let ratio = target.as_secs_f64() / median.as_secs_f64();
-                self.limit *= ratio.max(0.7);
+            Probe::Measuring { saved, before } => {
+                let slower = median > self.floor.mul_f64(TOLERANCE) + NOISE;
+                self.floor = median;
+                self.limit = if slower { saved.max(before) } else { saved };
+                self.probe = Probe::Off;
+                self.over = 0;
+                self.next_probe = now + PROBE_EVERY;
+            }
+            Probe::Off => {
+                let first = self.floor == Duration::MAX;
+                if first {
+                    // A first guess, until the probe this starts measures it.
+                    self.floor = median;
+                }
+                let target = self.floor.mul_f64(TOLERANCE) + NOISE;
+                let in_use = self.peak * 2 >= limit;
+                if median <= target {
+                    self.over = 0;
+                    self.before_over = self.limit;
+                    if in_use {
+                        self.limit += self.limit.sqrt().max(1.0);
+                    }
+                } else {
+                    self.over += 1;
+                    if self.over >= 2 {
+                        let ratio = target.as_secs_f64() / median.as_secs_f64();
+                        self.limit *= ratio.max(0.7);
+                    }
+                }
+                // How far to pin the calls in flight down for a probe: nothing is known yet
+                // (the first interval may have been queueing already), cuts have not drained
+                // the line, or just the periodic check.
+                let share = if first {
+                    8.0
+                } else if self.over >= PROBE_AFTER {
+                    4.0
+                } else if now >= self.next_probe {
+                    2.0
+                } else {
+                    0.0
+                };
+                if share > 0.0 {
+                    let saved = self.limit.clamp(MIN_AUTO, AUTO_MAX);
+                    let before = if self.over >= PROBE_AFTER {
+                        self.before_over
+                    } else {
+                        saved
+                    };
+                    // Of what is in flight, not of the limit: a limit above the calls in
+                    // flight holds nobody back, and halving it drains nothing.
+                    let busy = (self.peak as f64).clamp(MIN_AUTO, saved);
+                    self.limit = busy / share;
+                    self.probe = Probe::Draining {
+                        saved,
+                        before,
+                        left: DRAIN_INTERVALS,
+                    };
+                }
             }
         }
         self.limit = self.limit.clamp(MIN_AUTO, AUTO_MAX);
