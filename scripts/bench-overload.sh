@@ -23,26 +23,38 @@ import json, statistics, sys
 out, rounds = sys.argv[1], int(sys.argv[2])
 reports = [json.load(open(f"{out}-{i}.json")) for i in range(1, rounds + 1)]
 latency_ms = 100.0
+med = statistics.median
 def at(r, policy, multiple):
     return next(s for s in r["steps"] if s["policy"] == policy and s["multiple"] == multiple)
-def med(xs):
-    return statistics.median(xs)
+print(f"\n== medians of {rounds} rounds")
 for policy in ("fixed", "adaptive"):
     ten = [at(r, policy, 10.0) for r in reports]
-    print(f"{policy} at 10x: goodput {med([s['goodput_share'] for s in ten]) * 100:.1f}% of capacity "
-          f"(rounds: {', '.join(f'{s["goodput_share"] * 100:.1f}%' for s in ten)}); "
-          f"admitted p99 {med([s['admitted_p99_ms'] for s in ten]) / latency_ms:.2f}x the backends' latency "
-          f"(rounds: {', '.join(f'{s["admitted_p99_ms"]:.1f} ms' for s in ten)}); "
-          f"shed {med([s['shed_share'] for s in ten]) * 100:.1f}%")
+    good = [s["goodput_share"] * 100 for s in ten]
+    p99 = [s["admitted_p99_ms"] for s in ten]
+    shed = [s["shed_share"] * 100 for s in ten]
+    print(f"{policy} at 10x: goodput {med(good):.1f}% of capacity (rounds: "
+          + ", ".join("%.1f%%" % g for g in good)
+          + f"); admitted p99 {med(p99) / latency_ms:.2f}x the backends' latency (rounds: "
+          + ", ".join("%.1f ms" % x for x in p99)
+          + f"); shed {med(shed):.1f}%")
     rss = [[s["rss_mib"] for s in r["steps"] if s["policy"] == policy] for r in reports]
-    print(f"  process RSS over its steps, per round: " + "; ".join(f"{min(x):.0f}-{max(x):.0f} MiB" for x in rss))
+    print("  process RSS over its steps, per round: "
+          + "; ".join("%.0f-%.0f MiB" % (min(x), max(x)) for x in rss))
     slow = [s for r in reports for s in r["slowdowns"] if s["policy"] == policy]
-    if slow:
+    if slow and policy == "adaptive":
         settled = [s["settled_after_s"] for s in slow]
-        shown = ", ".join("never" if t is None else f"{t:.2f}s" for t in settled)
+        shown = ", ".join("never" if t is None else "%.2fs" % t for t in settled)
         known = [t for t in settled if t is not None]
-        print(f"  slowdown: limit {med([s['limit_before'] for s in slow]):.0f} -> {med([s['limit_after'] for s in slow]):.0f}, "
-              f"settled after {med(known) if len(known) == len(settled) else 'not always'} (rounds: {shown}); "
-              f"admitted p99 {med([s['admitted_p99_before_ms'] for s in slow]):.0f} -> {med([s['admitted_p99_after_ms'] for s in slow]):.0f} ms; "
-              f"good calls/s {med([s['goodput_before_per_sec'] for s in slow]):.0f} -> {med([s['goodput_after_per_sec'] for s in slow]):.0f}")
+        middle = "%.2fs" % med(known) if len(known) == len(settled) else "not in every round"
+        print(f"  slowdown: limit {med([s['limit_before'] for s in slow]):.0f} -> "
+              f"{med([s['limit_after'] for s in slow]):.0f}, settled after {middle} (rounds: {shown}); "
+              f"admitted p99 {med([s['admitted_p99_before_ms'] for s in slow]):.0f} -> "
+              f"{med([s['admitted_p99_after_ms'] for s in slow]):.0f} ms; good calls/s "
+              f"{med([s['goodput_before_per_sec'] for s in slow]):.0f} -> "
+              f"{med([s['goodput_after_per_sec'] for s in slow]):.0f}")
+    elif slow:
+        print(f"  slowdown: admitted p99 {med([s['admitted_p99_before_ms'] for s in slow]):.0f} -> "
+              f"{med([s['admitted_p99_after_ms'] for s in slow]):.0f} ms; good calls/s "
+              f"{med([s['goodput_before_per_sec'] for s in slow]):.0f} -> "
+              f"{med([s['goodput_after_per_sec'] for s in slow]):.0f}")
 PY

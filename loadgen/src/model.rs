@@ -323,7 +323,8 @@ pub struct TailRow {
     pub hedges_won: u64,
     pub hedges_refused: u64,
     /// The theory: the probability that a call waits for a slow answer, when each backend is
-    /// slow with probability p and the strategy gives it a second chance (p squared) or not.
+    /// slow with probability p and the strategy gives it k attempts (a retry or a hedge after
+    /// a slow one): 1 - (1 - p^k)^backends.
     pub tail_odds: Option<f64>,
     /// The latency histogram (see `Histograms::encoding`).
     pub histogram: String,
@@ -400,7 +401,7 @@ pub struct Slowdown {
     pub limit_after: f64,
     /// How long after the slowdown the limit's median over a second came back within the range
     /// it keeps at the end (its 1 s medians over the last 3 s, ±10%) and stayed there for 2 s;
-    /// `None`: it never did.
+    /// `None`: it never did, or the limit is fixed.
     pub settled_after_s: Option<f64>,
     /// Admitted calls' p99 and goodput in each half.
     pub admitted_p99_before_ms: f64,

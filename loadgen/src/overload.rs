@@ -304,7 +304,11 @@ async fn slowdown(
         slowed_at_s: slowed_at,
         limit_before,
         limit_after,
-        settled_after_s: settled_after(&samples, slowed_at),
+        settled_after_s: match policy {
+            // A fixed limit does not move: nothing to settle.
+            Policy::Fixed { .. } => None,
+            Policy::Adaptive => settled_after(&samples, slowed_at),
+        },
         admitted_p99_before_ms: Percentiles::of(&first.stats.admitted).p99_ms,
         admitted_p99_after_ms: Percentiles::of(&second.stats.admitted).p99_ms,
         goodput_before_per_sec: goodput(&first),
@@ -440,8 +444,11 @@ fn print_slowdown(s: &Slowdown) {
         s.policy,
         format!("{}/s", thousands(s.offered_per_sec, 0)),
         format!("{:.0} -> {:.0}", s.limit_before, s.limit_after),
-        s.settled_after_s
-            .map_or("not settled".into(), |t| format!("{t:.2}s")),
+        match (s.settled_after_s, s.policy.as_str()) {
+            (Some(t), _) => format!("{t:.2}s"),
+            (None, "fixed") => "-".into(),
+            (None, _) => "not settled".into(),
+        },
         format!(
             "{} -> {}",
             ms(s.admitted_p99_before_ms),

@@ -104,11 +104,20 @@ pub fn slow_probability(latency: &LatencySpec) -> Option<f64> {
 }
 
 /// The probability that a call to `n` backends, each slow with probability `p`, waits for a
-/// slow answer: with a second chance at each backend (`second_chance`), only a backend whose
-/// two attempts are both slow holds the call up.
-pub fn tail_odds(p: f64, n: usize, second_chance: bool) -> f64 {
-    let slow = if second_chance { p * p } else { p };
+/// slow answer, when each backend gets `chances` attempts (a retry or a hedge after a slow
+/// one): only a backend whose attempts are all slow holds the call up.
+pub fn tail_odds(p: f64, n: usize, chances: u32) -> f64 {
+    let slow = p.powi(chances as i32);
     1.0 - (1.0 - slow).powi(n as i32)
+}
+
+/// Attempts one backend gets under `strategy` before it holds a call up.
+fn chances(args: &TailArgs, strategy: Strategy) -> u32 {
+    match strategy {
+        Strategy::None => 1,
+        Strategy::Retry => aggregator::RetryPolicy::default().max_attempts,
+        Strategy::Hedge | Strategy::HedgeAdaptive => 1 + args.max_hedges,
+    }
 }
 
 /// The aggregator's policies for `strategy` (`hedge`: after `delay`), and the flags a user
@@ -147,22 +156,40 @@ pub fn policies(
             aggregator::Config {
                 hedge: aggregator::HedgePolicy {
                     after: Some(aggregator::HedgeAfter::Fixed(delay)),
+                    max_hedges: args.max_hedges,
                     ..Default::default()
                 },
                 ..patient
             },
-            format!("--hedge-after {}", humantime::format_duration(delay)),
+            format!(
+                "--hedge-after {}{}",
+                humantime::format_duration(delay),
+                max_hedges(args)
+            ),
         ),
         Strategy::HedgeAdaptive => (
             aggregator::Config {
                 hedge: aggregator::HedgePolicy {
                     after: Some(args.hedge_percentile),
+                    max_hedges: args.max_hedges,
                     ..Default::default()
                 },
                 ..patient
             },
-            format!("--hedge-after {}", args.hedge_percentile),
+            format!(
+                "--hedge-after {}{}",
+                args.hedge_percentile,
+                max_hedges(args)
+            ),
         ),
+    }
+}
+
+/// ` --max-hedges N` when it is not the default.
+fn max_hedges(args: &TailArgs) -> String {
+    match args.max_hedges {
+        1 => String::new(),
+        n => format!(" --max-hedges {n}"),
     }
 }
 
@@ -226,7 +253,7 @@ async fn measure(
         hedges: after.hedges - before.hedges,
         hedges_won: after.hedges_won - before.hedges_won,
         hedges_refused: after.hedges_refused - before.hedges_refused,
-        tail_odds: p.map(|p| tail_odds(p, n, strategy != Strategy::None)),
+        tail_odds: p.map(|p| tail_odds(p, n, chances(args, strategy))),
         histogram: stats::encode(&s.latency),
     };
     Ok((row, outcome.stats.latency))
@@ -288,10 +315,11 @@ mod tests {
     #[test]
     fn fan_out_multiplies_the_tail_and_a_second_chance_squares_it() {
         // The figures: 3 backends at 2%: 5.9%; 10 at 2%: 18%.
-        assert!((tail_odds(0.02, 3, false) - 0.0588).abs() < 1e-3);
-        assert!((tail_odds(0.02, 10, false) - 0.1829).abs() < 1e-3);
-        assert!((tail_odds(0.02, 1, true) - 0.0004).abs() < 1e-9);
-        assert!((tail_odds(0.02, 10, true) - 0.0040).abs() < 1e-4);
+        assert!((tail_odds(0.02, 3, 1) - 0.0588).abs() < 1e-3);
+        assert!((tail_odds(0.02, 10, 1) - 0.1829).abs() < 1e-3);
+        assert!((tail_odds(0.02, 1, 2) - 0.0004).abs() < 1e-9);
+        assert!((tail_odds(0.02, 10, 2) - 0.0040).abs() < 1e-4);
+        assert!((tail_odds(0.02, 3, 3) - 0.000024).abs() < 1e-7);
     }
 
     #[test]

@@ -92,6 +92,12 @@ pub struct TailArgs {
     #[arg(long, env = "LOADGEN_HEDGE_PERCENTILE", default_value = "p95", value_parser = parse_percentile)]
     pub hedge_percentile: HedgeAfter,
 
+    /// Hedges per attempt at most, for `hedge` and `hedge-adaptive` (the aggregator's
+    /// --max-hedges): with one, a backend holds a call up when two attempts are slow (p^2);
+    /// with two, when three are (p^3).
+    #[arg(long, env = "LOADGEN_MAX_HEDGES", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub max_hedges: u32,
+
     /// Servers per backend: a hedge or a retry goes to another one when there are several.
     #[arg(long, env = "LOADGEN_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub replicas: u32,
