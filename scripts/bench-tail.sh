@@ -33,7 +33,7 @@ for x in rows:
           f"p99.9 {x['p999_ms']:6.1f} ms ({p999:5.1f}x)  extra {x['extra_backend_calls'] * 100:4.1f}%  "
           f"theory {x['tail_odds'] * 100:.4f}%  {'all met' if met else ''}")
 for hedges in ("--max-hedges", ""):
-    group = [x for x in rows if x["strategy"].startswith("hedge") and (hedges in x["flags"]) == bool(hedges)]
+    group = [x for x in rows if x["strategy"].startswith("hedge") and ("--max-hedges" in x["flags"]) == (hedges != "")]
     fixed = [x for x in group if x["strategy"] == "hedge"]
     adaptive = [x for x in group if x["strategy"] == "hedge-adaptive"]
     if fixed and adaptive:

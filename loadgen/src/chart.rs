@@ -366,22 +366,31 @@ pub fn write_overload_svg(path: &Path, report: &OverloadReport) -> anyhow::Resul
 fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (1650, 520)).into_drawing_area();
     root.fill(&WHITE)?;
+    let mut policies: Vec<&str> = report.steps.iter().map(|s| s.policy.as_str()).collect();
+    policies.dedup();
     let root = root.titled(
         &format!(
-            "overload: {} backends at {}, capacity {:.0} calls/s; fixed limits beside adaptive ones",
-            report.backends, report.latency, report.capacity_per_sec
+            "overload: {} backends at {}, capacity {:.0} calls/s; limits: {}",
+            report.backends,
+            report.latency,
+            report.capacity_per_sec,
+            policies.join(" beside ")
         ),
         ("sans-serif", 20),
     )?;
     let panels = root.split_evenly((1, 3));
-    let mut policies: Vec<&str> = report.steps.iter().map(|s| s.policy.as_str()).collect();
-    policies.dedup();
-    let multiples = report.steps.iter().map(|s| s.multiple);
-    let (lo_x, hi_x) = multiples.fold((f64::MAX, 0.0f64), |(lo, hi), m| (lo.min(m), hi.max(m)));
-    let (lo_x, hi_x) = if hi_x > 0.0 {
-        (lo_x / 1.3, hi_x * 1.3)
-    } else {
-        (0.1, 10.0)
+    // The steps evenly spaced, labelled by their multiple of the capacity.
+    let mut multiples: Vec<f64> = report.steps.iter().map(|s| s.multiple).collect();
+    multiples.sort_by(f64::total_cmp);
+    multiples.dedup();
+    let at = |m: f64| multiples.iter().position(|x| *x == m).unwrap_or(0) as f64;
+    let (lo_x, hi_x) = (-0.3, multiples.len().max(1) as f64 - 0.7);
+    let label = |x: &f64| {
+        let i = x.round();
+        match multiples.get(i as usize) {
+            Some(m) if i >= 0.0 && (x - i).abs() < 1e-6 => format!("{m}x"),
+            _ => String::new(),
+        }
     };
 
     // Goodput.
@@ -396,10 +405,14 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d((lo_x..hi_x).log_scale(), 0.0..top)?;
+        .build_cartesian_2d(lo_x..hi_x, 0.0..top)?;
     chart
         .configure_mesh()
-        .x_desc("offered load, x capacity (log scale)")
+        .light_line_style(TRANSPARENT)
+        .disable_x_mesh()
+        .x_labels(multiples.len() * 10)
+        .x_label_formatter(&label)
+        .x_desc("offered load, x capacity")
         .y_desc("calls/s")
         .draw()?;
     let capacity = report.capacity_per_sec;
@@ -415,7 +428,7 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         let steps = report.steps.iter().filter(|s| s.policy == *policy);
         chart
             .draw_series(LineSeries::new(
-                steps.map(|s| (s.multiple, s.goodput_per_sec)),
+                steps.map(|s| (at(s.multiple), s.goodput_per_sec)),
                 color.stroke_width(2),
             ))?
             .label(*policy)
@@ -453,13 +466,14 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         .margin(14)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(
-            (lo_x..hi_x).log_scale(),
-            (latency_ms / 1.5..hi_y).log_scale(),
-        )?;
+        .build_cartesian_2d(lo_x..hi_x, (latency_ms / 1.5..hi_y).log_scale())?;
     chart
         .configure_mesh()
-        .x_desc("offered load, x capacity (log scale)")
+        .light_line_style(TRANSPARENT)
+        .disable_x_mesh()
+        .x_labels(multiples.len() * 10)
+        .x_label_formatter(&label)
+        .x_desc("offered load, x capacity")
         .y_desc("ms (log scale)")
         .draw()?;
     chart
@@ -474,7 +488,7 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         let steps = report.steps.iter().filter(|s| s.policy == *policy);
         chart
             .draw_series(LineSeries::new(
-                steps.map(|s| (s.multiple, s.admitted_p99_ms.max(latency_ms / 1.5))),
+                steps.map(|s| (at(s.multiple), s.admitted_p99_ms.max(latency_ms / 1.5))),
                 color.stroke_width(2),
             ))?
             .label(*policy)

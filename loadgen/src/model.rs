@@ -354,7 +354,9 @@ pub struct OverloadStep {
     pub multiple: f64,
     pub offered_per_sec: f64,
     pub calls: u64,
-    /// Calls answered OK with every backend's result, per second of the window.
+    /// Calls due in the window answered OK with every backend's result, per second of the
+    /// window: in a steady state the rate of good answers (while a line builds up, calls due
+    /// in the window are answered after it, and this runs ahead of the answers).
     pub goodput_per_sec: f64,
     /// goodput / capacity.
     pub goodput_share: f64,

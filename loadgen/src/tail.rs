@@ -278,9 +278,11 @@ const HEADER: &str = "backends  strategy        flags                      calls
 
 fn print_row(r: &TailRow) {
     let l = &r.latency;
-    let odds = r
-        .tail_odds
-        .map_or("-".into(), |o| format!("{:.2}%", o * 100.0));
+    let odds = match r.tail_odds {
+        None => "-".into(),
+        Some(o) if o >= 0.001 => format!("{:.2}%", o * 100.0),
+        Some(o) => format!("{:.4}%", o * 100.0),
+    };
     let hedges = match r.strategy.as_str() {
         "hedge" | "hedge-adaptive" => {
             format!("{} ({}/{})", r.hedges, r.hedges_won, r.hedges_refused)
