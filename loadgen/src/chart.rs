@@ -11,12 +11,13 @@
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
+use plotters::coord::CoordTranslate;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 
 use hdrhistogram::Histogram;
 
-use crate::model::{CompareReport, OverloadReport, Row, RunReport, TailReport};
+use crate::model::{CompareReport, OverloadReport, OverloadStep, Row, RunReport, TailReport};
 
 const BAR: RGBColor = RGBColor(66, 133, 244);
 const THEORY: RGBColor = RGBColor(219, 68, 55);
@@ -416,32 +417,22 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         .y_desc("calls/s")
         .draw()?;
     let capacity = report.capacity_per_sec;
-    chart
-        .draw_series(LineSeries::new(
-            [(lo_x, capacity), (hi_x, capacity)],
-            BLACK.mix(0.5).stroke_width(1),
-        ))?
-        .label("capacity")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.mix(0.5)));
-    for (i, policy) in policies.iter().enumerate() {
-        let color = SERIES[i % SERIES.len()];
-        let steps = report.steps.iter().filter(|s| s.policy == *policy);
-        chart
-            .draw_series(LineSeries::new(
-                steps.map(|s| (at(s.multiple), s.goodput_per_sec)),
-                color.stroke_width(2),
-            ))?
-            .label(*policy)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+    let lines = policies
+        .iter()
+        .map(|p| {
+            let steps = report.steps.iter().filter(|s| s.policy == *p);
+            (
+                *p,
+                steps.map(|s| (at(s.multiple), s.goodput_per_sec)).collect(),
+            )
+        })
+        .collect();
+    draw_lines(
+        &mut chart,
+        ("capacity", [(lo_x, capacity), (hi_x, capacity)]),
+        lines,
+        SeriesLabelPosition::LowerRight,
+    )?;
 
     // Admitted p99.
     let latency_ms = report
@@ -476,32 +467,23 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         .x_desc("offered load, x capacity")
         .y_desc("ms (log scale)")
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(
+    let lines = policies
+        .iter()
+        .map(|p| {
+            let steps = report.steps.iter().filter(|s| s.policy == *p);
+            let p99 = |s: &OverloadStep| s.admitted_p99_ms.max(latency_ms / 1.5);
+            (*p, steps.map(|s| (at(s.multiple), p99(s))).collect())
+        })
+        .collect();
+    draw_lines(
+        &mut chart,
+        (
+            "2x the lowest p50",
             [(lo_x, latency_ms * 2.0), (hi_x, latency_ms * 2.0)],
-            BLACK.mix(0.5).stroke_width(1),
-        ))?
-        .label("2x the lowest p50")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], BLACK.mix(0.5)));
-    for (i, policy) in policies.iter().enumerate() {
-        let color = SERIES[i % SERIES.len()];
-        let steps = report.steps.iter().filter(|s| s.policy == *policy);
-        chart
-            .draw_series(LineSeries::new(
-                steps.map(|s| (at(s.multiple), s.admitted_p99_ms.max(latency_ms / 1.5))),
-                color.stroke_width(2),
-            ))?
-            .label(*policy)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
-            });
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()?;
+        ),
+        lines,
+        SeriesLabelPosition::UpperLeft,
+    )?;
 
     // The limit through the slowdown.
     let end = report
@@ -552,5 +534,35 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         .border_style(BLACK)
         .draw()?;
     root.present()?;
+    Ok(())
+}
+
+/// A grey reference line, a coloured line per policy (in order), and their legend at `corner`.
+fn draw_lines<'a, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    reference: (&str, [(f64, f64); 2]),
+    lines: Vec<(&str, Vec<(f64, f64)>)>,
+    corner: SeriesLabelPosition,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let grey = BLACK.mix(0.5);
+    chart
+        .draw_series(LineSeries::new(reference.1, grey.stroke_width(1)))?
+        .label(reference.0)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], grey));
+    for (i, (name, points)) in lines.into_iter().enumerate() {
+        let color = SERIES[i % SERIES.len()];
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(corner)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()?;
     Ok(())
 }

@@ -1,29 +1,10 @@
 //! The `loadgen` binary as a user meets it: a run and a comparison against its own local
 //! deployment, JSON and chart outputs, and clear errors for targets that cannot work.
 
-use std::process::Command;
+mod harness;
+
+use harness::{json, loadgen, succeeded};
 use std::time::{Duration, Instant};
-
-fn loadgen() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
-
-/// The run's stdout, after checking it exited 0 (both outputs shown when it did not).
-fn succeeded(out: &std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 #[test]
 fn run_against_its_own_deployment_reports_rate_latency_and_theory() {

@@ -2,28 +2,9 @@
 //! deployments of their own, with short windows (a debug build on a shared machine: bounds are
 //! loose, the figures that matter are in BENCHMARKS.md).
 
-use std::process::Command;
+mod harness;
 
-fn loadgen() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));
-    cmd.env_remove("RUST_LOG");
-    cmd
-}
-
-/// The run's stdout, after checking it exited 0 (both outputs shown when it did not).
-fn succeeded(out: &std::process::Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use harness::{json, loadgen, succeeded};
 
 #[test]
 fn tail_shows_a_hedge_cutting_the_tail_that_no_protection_waits_for() {
