@@ -45,6 +45,12 @@ pub fn write_percentiles_svg(
         .map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
 }
 
+/// The percentile at x (see [`nines`]): `99.9%` at 3.
+fn percentile_label(x: &f64) -> String {
+    let q = 100.0 * (1.0 - 10f64.powf(-x));
+    format!("{}%", (q * 1e4).round() / 1e4)
+}
+
 /// x for quantile q: log10(1 / (1 - q)), so 90% is at 1, 99% at 2, 99.9% at 3.
 fn nines(q: f64) -> f64 {
     -(1.0 - q).max(1e-7).log10()
@@ -88,10 +94,7 @@ fn draw_percentiles(
     chart
         .configure_mesh()
         .x_labels(right as usize + 1)
-        .x_label_formatter(&|x| {
-            let q = 100.0 * (1.0 - 10f64.powf(-x));
-            format!("{}%", (q * 1e4).round() / 1e4)
-        })
+        .x_label_formatter(&percentile_label)
         .x_desc("percentile")
         .y_desc("latency (ms)")
         .draw()?;
@@ -317,10 +320,7 @@ fn draw_tail(
         chart
             .configure_mesh()
             .x_labels(right as usize + 1)
-            .x_label_formatter(&|x| {
-                let q = 100.0 * (1.0 - 10f64.powf(-x));
-                format!("{}%", (q * 1e4).round() / 1e4)
-            })
+            .x_label_formatter(&percentile_label)
             .x_desc("percentile")
             .y_desc("latency (ms, log scale)")
             .draw()?;

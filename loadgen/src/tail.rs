@@ -127,17 +127,12 @@ pub fn policies(
     strategy: Strategy,
     delay: Duration,
 ) -> (aggregator::Config, String) {
+    // No retries and limits far above the load (the strategies are what is measured), and
+    // timeouts that let every slow answer arrive.
     let patient = aggregator::Config {
         attempt_timeout: PATIENT,
         deadline: PATIENT,
-        retry: aggregator::RetryPolicy {
-            max_attempts: 1,
-            ..Default::default()
-        },
-        // Limits far above the load: the strategies are what is measured.
-        backend_concurrency: aggregator::Limit::Fixed(100_000),
-        max_in_flight: aggregator::Admission::Fixed(100_000),
-        ..aggregator::Config::default()
+        ..DeploymentSpec::measuring()
     };
     match strategy {
         Strategy::None => (patient, "--max-attempts 1".into()),
