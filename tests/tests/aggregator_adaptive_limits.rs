@@ -190,13 +190,29 @@ async fn the_limit_falls_when_a_backend_slows_and_rises_when_it_recovers() {
     // 16 callers at 20 ms: the no-load latency.
     load(&agg, 16, 20, Duration::from_secs(1)).await;
     let before = limit_of(&agg).await;
-    // The backend slows to 100 ms a call: the limit falls.
+    // The backend slows to 100 ms a call: the slower answers read as a line, and the limit
+    // falls at once (a probe then finds the backend itself slower, not queueing, and gives
+    // the limit back: the lowest value is what shows the fall).
+    let mut client = aggregator_client(&agg).await;
+    let watching = Arc::new(AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        tokio::spawn(async move {
+            let mut lowest = u64::MAX;
+            while watching.load(Ordering::Relaxed) {
+                lowest = lowest.min(aggregator_stats(&mut client).await.backends[0].limit);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            lowest
+        })
+    };
     load(&agg, 16, 100, Duration::from_secs(1)).await;
-    let slowed = limit_of(&agg).await;
-    // It recovers: the limit, in use, rises again.
+    watching.store(false, Ordering::Relaxed);
+    let slowed = watcher.await.unwrap();
+    // It recovers: the limit is back up.
     load(&agg, 16, 20, Duration::from_millis(1500)).await;
     let recovered = limit_of(&agg).await;
-    println!("limit {before} at 20 ms, {slowed} at 100 ms, {recovered} back at 20 ms");
+    println!("limit {before} at 20 ms, down to {slowed} at 100 ms, {recovered} back at 20 ms");
     assert!(
         slowed * 2 < before,
         "the limit did not fall: {before} -> {slowed}"

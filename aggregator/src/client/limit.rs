@@ -422,10 +422,10 @@ impl Gradient {
             }
             Probe::Off => {
                 let first = self.floor == Duration::MAX;
-                if first {
-                    // A first guess, until the probe this starts measures it.
-                    self.floor = median;
-                }
+                // A first guess, until the probe this starts measures it; and a faster interval
+                // than the no-load latency proves that latency lower (a backend that got
+                // faster), where a slower one proves nothing.
+                self.floor = self.floor.min(median);
                 let target = self.floor.mul_f64(TOLERANCE) + NOISE;
                 let in_use = self.peak * 2 >= limit;
                 if median <= target {
