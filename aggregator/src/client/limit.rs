@@ -22,7 +22,9 @@
 //! are answered first), and takes the median of the next interval as the no-load latency. Then
 //! the limit goes back to where it was, or, when the probe found the backend itself slower (not
 //! queueing), to where it was before the cuts that led to the probe. A probe of a busy backend
-//! sheds for an interval or two: a few percent of the calls under a sustained overload.
+//! sheds for an interval or two: a few percent of the calls under a sustained overload. An
+//! interval faster than the no-load latency lowers it at once: a faster answer proves the
+//! backend can answer that fast, where a slower one may be a line.
 //!
 //! Why medians of intervals: a backend's latency has a spread of its own (a heavy tail,
 //! replicas of different speeds), and compared with the single fastest answer that spread would
@@ -40,10 +42,10 @@
 //! the square root finds a limit of a few hundred in a couple of seconds. A backend whose
 //! latency really doubled is cut back at first, then probed after six intervals over the
 //! target, found slower, and given back its limit: about 3 s in `loadgen overload`
-//! (BENCHMARKS.md §9). Why 40%: at 50% a limit sat where admitted calls waited 1.8x the
-//! backend's latency at the median; at 40%, 1.1x, and the tail was the same (a call that
-//! waits for a slot at a backend that takes a fixed number at once waits up to one whole
-//! answer time).
+//! (BENCHMARKS.md §9). Why 40%: at 50% the limit mostly sat where admitted calls took 1.8x
+//! the backend's latency at the median, at 40% mostly 1.1x (single runs, outliers both ways);
+//! the tail was the same (a call that waits for a slot at a backend that takes a fixed number
+//! at once waits up to one whole answer time).
 
 use std::fmt;
 use std::str::FromStr;
