@@ -9,7 +9,7 @@
 //! others' answers, a degraded answer for the caller and work wasted at the other backends.
 //! Twice the smallest limit, tried first as headroom for a limit's dips, did exactly that under
 //! overload: at 2x the deployment's capacity 45% of the admitted calls came back degraded and
-//! the good answers were 70% of capacity (100% with one limit's worth). Backends with a fixed
+//! the good answers were 70% of capacity (94-97% with one limit's worth). Backends with a fixed
 //! limit keep their behaviour (calls wait for a slot, bounded by the deadline), and do not bound
 //! admission: with no adaptive limit, `auto` admits [`WITHOUT_ADAPTIVE`].
 

@@ -26,9 +26,7 @@ const P99: RGBColor = RGBColor(244, 160, 0);
 
 /// Writes the chart of `report` to `path` (SVG), creating its folder.
 pub fn write_svg(path: &Path, report: &CompareReport) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    create_parent(path)?;
     draw(path, report).map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
 }
 
@@ -38,9 +36,7 @@ pub fn write_percentiles_svg(
     report: &RunReport,
     latency: &Histogram<u64>,
 ) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    create_parent(path)?;
     draw_percentiles(path, report, latency)
         .map_err(|e| anyhow!("cannot draw {}: {e}", path.display()))
 }
