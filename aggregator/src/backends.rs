@@ -189,7 +189,7 @@ impl Backend {
         &self.state.counters
     }
 
-    pub fn limiter(&self) -> &Limiter {
+    pub fn limiter(&self) -> &Arc<Limiter> {
         &self.state.limiter
     }
 

@@ -84,8 +84,9 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_HEDGE_BUDGET", default_value_t = DEFAULT.hedge.budget_ratio, value_parser = parse_hedge_budget)]
     pub hedge_budget: f32,
 
-    /// Calls in flight at one backend: `auto` keeps the limit where the backend's latency stays
-    /// near its no-load minimum (growing while it holds, cutting back when it rises), or a
+    /// Calls in flight at one backend: `auto` refuses nothing until the backend is overloaded
+    /// (calls piling up at it while its answers slow down), then holds it to what it can take
+    /// (the calls it works on, by Little's law, plus a short line) until it keeps up again; or a
     /// fixed number. Calls over the limit wait --queue-timeout at most.
     #[arg(long, env = "AGGREGATOR_BACKEND_CONCURRENCY", default_value_t = DEFAULT.backend_concurrency)]
     pub backend_concurrency: Limit,
@@ -96,9 +97,10 @@ pub struct Cli {
     #[arg(long, env = "AGGREGATOR_QUEUE_TIMEOUT", value_parser = human_duration)]
     pub queue_timeout: Option<HumanDuration>,
 
-    /// Aggregate calls in flight: `auto` takes as many as the backends take now (the smallest
-    /// of their limits), or a fixed number. Past it, calls are refused at once with
-    /// RESOURCE_EXHAUSTED (no queue, so memory stays bounded).
+    /// Aggregate calls in flight: `auto` refuses a call only when a backend it needs is
+    /// overloaded and has as many calls as its limit allows (and holds 10000 calls at most), or
+    /// a fixed number. Refused calls get RESOURCE_EXHAUSTED at once (no queue, so memory stays
+    /// bounded).
     #[arg(long, env = "AGGREGATOR_MAX_IN_FLIGHT", default_value_t = DEFAULT.max_in_flight)]
     pub max_in_flight: Admission,
 
@@ -292,6 +294,22 @@ mod tests {
         let cli = Cli::try_parse_from(std::iter::once("aggregator").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         cli.config()
+    }
+
+    #[test]
+    fn the_help_states_the_defaults_in_force() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        let ceiling = crate::admission::AUTO_CEILING.to_string();
+        assert!(
+            help.contains(&format!("holds {ceiling} calls at most")),
+            "{help}"
+        );
+        let queue = crate::client::limit::AUTO_QUEUE_TIMEOUT;
+        assert!(
+            help.contains(&format!("{}ms with `auto`", queue.as_millis())),
+            "{help}"
+        );
     }
 
     #[test]

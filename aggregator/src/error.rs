@@ -15,9 +15,14 @@ pub enum RequestError {
     OverridesDisabled(&'static str),
     #[error(
         "the aggregator is at its limit of {limit} calls in flight (--max-in-flight{}); try again shortly",
-        if *.auto { " auto: what its backends take now" } else { "" }
+        if *.auto { " auto" } else { "" }
     )]
-    Overloaded { limit: usize, auto: bool },
+    Full { limit: usize, auto: bool },
+    #[error(
+        "backend {backend} is overloaded and already has as many calls as its adaptive limit \
+         allows ({limit}; --backend-concurrency auto, --max-in-flight auto); try again shortly"
+    )]
+    Overloaded { backend: String, limit: usize },
 }
 
 impl From<RequestError> for Status {
@@ -26,7 +31,9 @@ impl From<RequestError> for Status {
         match e {
             RequestError::Invalid(_) => Status::invalid_argument(message),
             RequestError::OverridesDisabled(_) => Status::permission_denied(message),
-            RequestError::Overloaded { .. } => Status::resource_exhausted(message),
+            RequestError::Full { .. } | RequestError::Overloaded { .. } => {
+                Status::resource_exhausted(message)
+            }
         }
     }
 }

@@ -25,6 +25,7 @@ use tracing::Instrument;
 use crate::backends::{Backend, Backends};
 use crate::client::Bounded;
 use crate::client::error::{CallError, Failed};
+use crate::client::limit::Reservation;
 use crate::request::Plan;
 
 /// Runs plans against the backends: gathers each target backend's result as a stream.
@@ -50,25 +51,49 @@ impl Gather {
     /// Each target backend's result, in completion order. Call it inside the call's server span:
     /// the backend calls' spans hang under it, even when a stream is polled outside it, and it
     /// stays open until the last backend has answered.
-    pub fn results(&self, plan: Arc<Plan>) -> BoxStream<'static, BackendResult> {
+    ///
+    /// `reservations` are the door's, one per target (see `crate::admission`): each is held
+    /// until its backend's part ends.
+    pub fn results(
+        &self,
+        plan: Arc<Plan>,
+        reservations: Vec<Option<Reservation>>,
+    ) -> BoxStream<'static, BackendResult> {
         let backends = self.backends.clone();
         let parent = tracing::Span::current();
+        let parts: Vec<(usize, Option<Reservation>)> = plan
+            .targets
+            .iter()
+            .copied()
+            .zip(
+                reservations
+                    .into_iter()
+                    .chain(std::iter::repeat_with(|| None)),
+            )
+            .collect();
         match plan.fanout {
-            Fanout::Concurrent | Fanout::Unspecified => plan
-                .targets
-                .iter()
-                .map(|&i| {
+            Fanout::Concurrent | Fanout::Unspecified => parts
+                .into_iter()
+                .map(|(i, reservation)| {
                     let (backends, plan) = (backends.clone(), plan.clone());
-                    async move { call_backend(backends.get(i), &plan).await }
-                        .instrument(parent.clone())
+                    async move {
+                        let result = call_backend(backends.get(i), &plan).await;
+                        drop(reservation);
+                        result
+                    }
+                    .instrument(parent.clone())
                 })
                 .collect::<FuturesUnordered<_>>()
                 .boxed(),
-            Fanout::Sequential => stream::iter(plan.targets.clone())
-                .then(move |i| {
+            Fanout::Sequential => stream::iter(parts)
+                .then(move |(i, reservation)| {
                     let (backends, plan) = (backends.clone(), plan.clone());
-                    async move { call_backend(backends.get(i), &plan).await }
-                        .instrument(parent.clone())
+                    async move {
+                        let result = call_backend(backends.get(i), &plan).await;
+                        drop(reservation);
+                        result
+                    }
+                    .instrument(parent.clone())
                 })
                 .boxed(),
             Fanout::Blocking => {
@@ -76,8 +101,12 @@ impl Gather {
                     .sync_client
                     .get_or_init(|| Arc::new(SyncClient::new(&self.backends)))
                     .clone();
-                stream::iter(plan.targets.clone())
-                    .map(move |i| sync.call_blocking(&plan, i, &parent))
+                stream::iter(parts)
+                    .map(move |(i, reservation)| {
+                        let result = sync.call_blocking(&plan, i, &parent);
+                        drop(reservation);
+                        result
+                    })
                     .boxed()
             }
         }

@@ -62,14 +62,15 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// Hedging: off unless `--hedge-after` (or a request's `hedge_after_ms`) says when.
     pub hedge: HedgePolicy,
-    /// Calls in flight at one backend: a fixed number, or `auto` (following its latency). More
-    /// wait for a slot, at most `queue_timeout`, and never past the deadline.
+    /// Calls in flight at one backend: a fixed number, or `auto` (none refused until the backend
+    /// is overloaded, then what it can take). More wait for a slot, at most `queue_timeout`,
+    /// and never past the deadline.
     pub backend_concurrency: Limit,
     /// How long a call may wait for a backend slot; `None`: 20 ms with `auto` limits, until the
     /// deadline with fixed ones.
     pub queue_timeout: Option<Duration>,
-    /// Aggregate calls in flight: a fixed number, or `auto` (what the backends take now); the
-    /// next is shed with RESOURCE_EXHAUSTED.
+    /// Aggregate calls in flight: a fixed number, or `auto` (refusing a call only for an
+    /// overloaded backend it needs); the next is shed with RESOURCE_EXHAUSTED.
     pub max_in_flight: Admission,
     /// The fan-out used unless a request overrides it.
     pub fanout: Fanout,

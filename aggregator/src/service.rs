@@ -17,9 +17,10 @@ use futures::stream::{self, BoxStream, StreamExt};
 use tonic::{Request, Response, Status};
 
 use crate::Config;
-use crate::admission::{Gate, Ticket};
+use crate::admission::{Admission, Gate, Refused, Ticket};
 use crate::backends::Backends;
 use crate::client::cache::Cache;
+use crate::client::limit::Reservation;
 use crate::client::{ReplyCache, StackCounters};
 use crate::error::RequestError;
 use crate::fanout::{Gather, Tally};
@@ -45,6 +46,8 @@ pub struct AggregatorService {
 struct Admitted {
     plan: Arc<Plan>,
     guard: CallGuard,
+    /// One per target, each handed to that backend's part (see `admission`).
+    reservations: Vec<Option<Reservation>>,
     _ticket: Ticket,
 }
 
@@ -75,19 +78,28 @@ impl AggregatorService {
             grpc_timeout(req),
         )
         .and_then(|plan| {
-            let ticket = self.gate.enter(self.gather.backends()).map_err(|limit| {
-                self.note_shed(limit);
-                RequestError::Overloaded {
-                    limit,
-                    auto: self.gate.is_auto(),
-                }
-            })?;
+            let ticket = self
+                .gate
+                .enter(self.gather.backends(), &plan.targets)
+                .map_err(|refused| {
+                    self.note_shed(&refused);
+                    match refused {
+                        Refused::Full { limit } => RequestError::Full {
+                            limit,
+                            auto: self.config.max_in_flight == Admission::Auto,
+                        },
+                        Refused::Overloaded { backend, limit } => {
+                            RequestError::Overloaded { backend, limit }
+                        }
+                    }
+                })?;
             Ok((plan, ticket))
         });
         match admitted {
-            Ok((plan, ticket)) => Ok(Admitted {
+            Ok((plan, mut ticket)) => Ok(Admitted {
                 plan: Arc::new(plan),
                 guard: self.counters.start_call(),
+                reservations: std::mem::take(&mut ticket.reservations),
                 _ticket: ticket,
             }),
             Err(e) => {
@@ -98,7 +110,7 @@ impl AggregatorService {
         }
     }
 
-    fn note_shed(&self, limit: usize) {
+    fn note_shed(&self, refused: &Refused) {
         Counters::bump(&self.shed);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -110,11 +122,20 @@ impl AggregatorService {
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            tracing::warn!(
-                shed_total = self.shed.load(Ordering::Relaxed),
-                max_in_flight = limit,
-                "shedding calls: at the --max-in-flight limit"
-            );
+            let shed_total = self.shed.load(Ordering::Relaxed);
+            match refused {
+                Refused::Full { limit } => tracing::warn!(
+                    shed_total,
+                    max_in_flight = limit,
+                    "shedding calls: at the --max-in-flight limit"
+                ),
+                Refused::Overloaded { backend, limit } => tracing::warn!(
+                    shed_total,
+                    backend,
+                    limit,
+                    "shedding calls: a backend they need is overloaded"
+                ),
+            }
         }
     }
 }
@@ -132,8 +153,9 @@ impl Aggregator for AggregatorService {
         &self,
         req: Request<AggregateRequest>,
     ) -> Result<Response<AggregateReply>, Status> {
-        let call = self.admit(&req)?;
-        let mut results = self.gather.results(call.plan.clone());
+        let mut call = self.admit(&req)?;
+        let reservations = std::mem::take(&mut call.reservations);
+        let mut results = self.gather.results(call.plan.clone(), reservations);
         let mut tally = Tally::default();
         let mut all = Vec::with_capacity(call.plan.targets.len());
         while let Some(r) = results.next().await {
@@ -155,9 +177,10 @@ impl Aggregator for AggregatorService {
         &self,
         req: Request<AggregateRequest>,
     ) -> Result<Response<Self::AggregateStreamStream>, Status> {
-        let call = self.admit(&req)?;
+        let mut call = self.admit(&req)?;
+        let reservations = std::mem::take(&mut call.reservations);
         let state = Streaming {
-            results: self.gather.results(call.plan.clone()),
+            results: self.gather.results(call.plan.clone(), reservations),
             tally: Tally::default(),
             call,
         };
@@ -218,6 +241,9 @@ impl Aggregator for AggregatorService {
                     in_flight: l.in_flight.load(Ordering::Relaxed),
                     queued: l.queued.load(Ordering::Relaxed),
                     over_limit: l.over_limit.load(Ordering::Relaxed),
+                    overloaded: l.is_overloaded(),
+                    no_load_ms: l.no_load().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+                    refused_at_door: l.door_refusals.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -238,6 +264,7 @@ impl Aggregator for AggregatorService {
                         failed: r.failed.load(Ordering::Relaxed),
                         ejected: r.ejected(now),
                         ejections: r.ejections(),
+                        down: r.is_down(),
                     })
                     .collect::<Vec<_>>()
             })

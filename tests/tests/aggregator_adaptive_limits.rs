@@ -1,76 +1,98 @@
-//! `--backend-concurrency auto`: the limit falls when a backend falls behind and rises when it
-//! recovers; calls over it fail fast, naming it; the wait for a slot never outlives the
-//! deadline.
+//! `--backend-concurrency auto` and `--max-in-flight auto`: nothing is refused until a backend
+//! is overloaded (calls piling up, answers slowing down); then calls past its limit are
+//! refused fast, naming it, while the backend keeps working at its capacity; a backend that
+//! only got slower, a closed loop of callers and a cold burst are not overload. The wait for a
+//! slot never outlives the deadline.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use fanout_proto::v1::AggregateRequest;
 use fanout_proto::v1::backend_result::Outcome;
+use fanout_proto::v1::{AggregateReply, AggregateRequest, BackendLimitStats};
+use fanout_tests::load::{Sample, open_loop};
 use fanout_tests::*;
 
 /// The backend's limit as the aggregator's Stats reports it.
-async fn limit_of(agg: &fanout_server::thread::ServerThread) -> u64 {
+async fn limit_of(agg: &fanout_server::thread::ServerThread) -> BackendLimitStats {
     aggregator_stats(&mut aggregator_client(agg).await)
         .await
-        .backends[0]
-        .limit
+        .backends
+        .remove(0)
 }
 
-/// `callers` calls at a time asking the backend to wait `delay_ms`, for `for_how_long`; returns
-/// (ok, refused over the limit, longest refusal).
-async fn load(
-    agg: &fanout_server::thread::ServerThread,
-    callers: usize,
-    delay_ms: u32,
-    for_how_long: Duration,
-) -> (usize, usize, Duration) {
-    let client = aggregator_client(agg).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..callers)
-        .map(|caller| {
-            let (mut c, stop) = (client.clone(), stop.clone());
-            tokio::spawn(async move {
-                let (mut ok, mut refused, mut slowest) = (0, 0, Duration::ZERO);
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let began = Instant::now();
-                    let reply = c
-                        .aggregate(AggregateRequest {
-                            delay_ms: Some(delay_ms),
-                            ..aggregate(&format!("c{caller}-{i}"))
-                        })
-                        .await;
-                    let Ok(reply) = reply else { continue };
-                    match &reply.into_inner().results[0].outcome {
-                        Some(Outcome::Reply(_)) => ok += 1,
-                        Some(Outcome::Failure(f)) => {
-                            // Over the limit: fast, and naming it.
-                            assert_eq!(f.code_name, "RESOURCE_EXHAUSTED", "{f:?}");
-                            assert!(f.message.contains("--backend-concurrency auto"), "{f:?}");
-                            refused += 1;
-                            slowest = slowest.max(began.elapsed());
-                        }
-                        None => unreachable!(),
-                    }
+/// What the calls of a load came to.
+#[derive(Debug, Default)]
+struct Tally {
+    answered: usize,
+    /// Refused whole at the door (RESOURCE_EXHAUSTED naming the overloaded backend).
+    shed: usize,
+    /// Admitted, but the backend's part refused past its limit.
+    refused_part: usize,
+    other: Vec<String>,
+    slowest_refusal: Duration,
+}
+
+fn tally(samples: &[Sample<Result<AggregateReply, tonic::Status>>]) -> Tally {
+    let mut t = Tally::default();
+    for s in samples {
+        match &s.value {
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                assert!(
+                    status.message().contains("backend b is overloaded"),
+                    "{status:?}"
+                );
+                t.shed += 1;
+                t.slowest_refusal = t.slowest_refusal.max(s.took);
+            }
+            Err(status) => t.other.push(format!("{status:?}")),
+            Ok(reply) => match &reply.results[0].outcome {
+                Some(Outcome::Reply(_)) => t.answered += 1,
+                Some(Outcome::Failure(f)) if f.code_name == "RESOURCE_EXHAUSTED" => {
+                    assert!(f.message.contains("--backend-concurrency auto"), "{f:?}");
+                    t.refused_part += 1;
+                    t.slowest_refusal = t.slowest_refusal.max(s.took);
                 }
-                (ok, refused, slowest)
-            })
-        })
-        .collect();
-    tokio::time::sleep(for_how_long).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut total = (0, 0, Duration::ZERO);
-    for t in tasks {
-        let (ok, refused, slowest) = t.await.unwrap();
-        total = (total.0 + ok, total.1 + refused, total.2.max(slowest));
+                other => t.other.push(format!("{other:?}")),
+            },
+        }
     }
-    total
+    t
 }
 
-/// An aggregator with adaptive backend limits over `b`, admitting calls as `admission` says.
+/// An open loop of `rate` calls/s for `duration` asking the backend to wait `delay_ms`.
+async fn offer(
+    agg: &fanout_server::thread::ServerThread,
+    rate: f64,
+    duration: Duration,
+    delay_ms: u32,
+) -> Vec<Sample<Result<AggregateReply, tonic::Status>>> {
+    let client = aggregator_client(agg).await;
+    open_loop(rate, duration, 4, move |i| {
+        let mut c = client.clone();
+        async move {
+            c.aggregate(AggregateRequest {
+                delay_ms: Some(delay_ms),
+                ..aggregate(&format!("q{i}"))
+            })
+            .await
+            .map(tonic::Response::into_inner)
+        }
+    })
+    .await
+}
+
+/// A backend that works on four calls at once (40 ms each: 100 calls/s), the rest in line.
+fn backend_of_capacity_four() -> fanout_server::thread::ServerThread {
+    start_backend(
+        BackendConfig {
+            capacity: Some(4),
+            allow_overrides: true,
+            ..backend_config("b", "40ms")
+        },
+        2,
+    )
+}
+
+/// An aggregator with the adaptive defaults over `b`, admitting calls as `admission` says.
 fn adaptive_over(
     b: &fanout_server::thread::ServerThread,
     admission: aggregator::Admission,
@@ -87,98 +109,45 @@ fn adaptive_over(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn under_overload_the_limit_falls_and_calls_over_it_fail_fast() {
-    // Four calls at a time, the rest in line: at 40 ms a call, 100 calls a second.
-    let b = start_backend(
-        BackendConfig {
-            capacity: Some(4),
-            allow_overrides: true,
-            ..backend_config("b", "40ms")
-        },
-        2,
-    );
-    // Admission out of the way, so that calls reach the backend's limit (with `auto` they are
-    // shed at the door first: see the next test).
-    let agg = adaptive_over(&b, aggregator::Admission::Fixed(1000));
-    let start = limit_of(&agg).await;
-    // 32 callers against a backend that takes 4: its line grows, the limit follows it down.
-    let (ok, refused, slowest) = load(&agg, 32, 40, Duration::from_secs(3)).await;
-    let fallen = limit_of(&agg).await;
-    println!(
-        "overloaded: limit {start} -> {fallen}; {ok} answered ({:.0}/s of 100/s), {refused} \
-         refused (slowest refusal {slowest:?})",
-        ok as f64 / 3.0
-    );
-    assert!(
-        fallen * 2 < start,
-        "the limit did not fall: {start} -> {fallen}"
-    );
-    assert!(refused > 0, "nothing was refused over the limit");
-    // A refusal is fast: the queue timeout (20 ms) and a little (this machine is shared), not
-    // the 2 s deadline a line at the backend would take.
-    assert!(slowest < Duration::from_millis(600), "{slowest:?}");
-    // The backend kept working at its capacity meanwhile.
-    assert!(ok >= 150, "only {ok} answered in 3 s");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auto_admission_sheds_the_excess_whole_so_admitted_calls_get_every_backend() {
-    let b = start_backend(
-        BackendConfig {
-            capacity: Some(4),
-            allow_overrides: true,
-            ..backend_config("b", "40ms")
-        },
-        2,
-    );
+async fn under_overload_auto_admission_sheds_the_excess_whole_and_fast() {
+    let b = backend_of_capacity_four();
     let agg = adaptive_over(&b, aggregator::Admission::Auto);
-    let client = aggregator_client(&agg).await;
-    // Warm the limit down to the backend (as above), then count what a burst gets.
-    load(&agg, 32, 40, Duration::from_secs(2)).await;
-    let calls: Vec<_> = (0..64)
-        .map(|i| {
-            let mut c = client.clone();
-            tokio::spawn(async move {
-                let began = Instant::now();
-                let reply = c
-                    .aggregate(AggregateRequest {
-                        delay_ms: Some(40),
-                        ..aggregate(&format!("burst-{i}"))
-                    })
-                    .await;
-                (reply, began.elapsed())
-            })
-        })
-        .collect();
-    let (mut shed, mut whole, mut slowest_shed) = (0, 0, Duration::ZERO);
-    for call in calls {
-        let (reply, took) = call.await.unwrap();
-        match reply {
-            Err(status) => {
-                assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-                assert!(status.message().contains("--max-in-flight"), "{status:?}");
-                shed += 1;
-                slowest_shed = slowest_shed.max(took);
-            }
-            Ok(reply) => {
-                let r = &reply.into_inner().results[0];
-                assert!(matches!(r.outcome, Some(Outcome::Reply(_))), "{r:?}");
-                whole += 1;
-            }
-        }
-    }
-    let limit = limit_of(&agg).await;
-    println!("limit {limit}: of 64 at once, {whole} admitted and answered, {shed} shed");
-    assert!(shed > 0 && whole > 0, "{whole} answered, {shed} shed");
-    // Shed at the door: at once, not after a wait (generous: this machine is shared).
+    let before = limit_of(&agg).await;
+    // Three times what the backend takes, for 3 s.
+    let t = tally(&offer(&agg, 300.0, Duration::from_secs(3), 40).await);
+    let after = limit_of(&agg).await;
+    println!("limit {} -> {}: {t:?}", before.limit, after.limit);
+    assert!(!before.overloaded && after.overloaded, "{after:?}");
+    assert!(after.limit <= 20, "the limit did not fall: {after:?}");
     assert!(
-        slowest_shed < Duration::from_millis(300),
-        "{slowest_shed:?}"
+        t.shed > 0 && after.refused_at_door > 0,
+        "nothing shed: {t:?}"
     );
+    // Admitted calls get the backend: shed whole, not degraded.
+    assert!(t.refused_part * 20 <= t.answered, "{t:?}");
+    assert!(t.other.is_empty(), "{t:?}");
+    // A refusal is fast (generous: this machine is shared), not the 2 s a line would take.
+    assert!(t.slowest_refusal < Duration::from_millis(600), "{t:?}");
+    // The backend kept working at its capacity meanwhile (100/s; warming up included).
+    assert!(t.answered >= 200, "{t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_limit_falls_when_a_backend_slows_and_rises_when_it_recovers() {
+async fn with_a_fixed_admission_calls_over_the_limit_fail_their_part_fast() {
+    let b = backend_of_capacity_four();
+    // The door is the operator's fixed number: calls reach the backend's limit.
+    let agg = adaptive_over(&b, aggregator::Admission::Fixed(1000));
+    let t = tally(&offer(&agg, 300.0, Duration::from_secs(3), 40).await);
+    let after = limit_of(&agg).await;
+    println!("limit {}: {t:?}", after.limit);
+    assert!(after.overloaded && after.limit <= 20, "{after:?}");
+    assert!(t.refused_part > 0 && t.shed == 0, "{t:?}");
+    assert!(t.slowest_refusal < Duration::from_millis(600), "{t:?}");
+    assert!(t.answered >= 200, "{t:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_only_got_slower_is_not_refused_anything() {
     let b = start_backend(
         BackendConfig {
             allow_overrides: true,
@@ -187,40 +156,48 @@ async fn the_limit_falls_when_a_backend_slows_and_rises_when_it_recovers() {
         2,
     );
     let agg = adaptive_over(&b, aggregator::Admission::Auto);
-    // 16 callers at 20 ms: the no-load latency.
-    load(&agg, 16, 20, Duration::from_secs(1)).await;
-    let before = limit_of(&agg).await;
-    // The backend slows to 100 ms a call: the slower answers read as a line, and the limit
-    // falls at once (a probe then finds the backend itself slower, not queueing, and gives
-    // the limit back: the lowest value is what shows the fall).
-    let mut client = aggregator_client(&agg).await;
-    let watching = Arc::new(AtomicBool::new(true));
-    let watcher = {
-        let watching = watching.clone();
-        tokio::spawn(async move {
-            let mut lowest = u64::MAX;
-            while watching.load(Ordering::Relaxed) {
-                lowest = lowest.min(aggregator_stats(&mut client).await.backends[0].limit);
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            lowest
-        })
-    };
-    load(&agg, 16, 100, Duration::from_secs(1)).await;
-    watching.store(false, Ordering::Relaxed);
-    let slowed = watcher.await.unwrap();
-    // It recovers: the limit is back up.
-    load(&agg, 16, 20, Duration::from_millis(1500)).await;
-    let recovered = limit_of(&agg).await;
-    println!("limit {before} at 20 ms, down to {slowed} at 100 ms, {recovered} back at 20 ms");
-    assert!(
-        slowed * 2 < before,
-        "the limit did not fall: {before} -> {slowed}"
-    );
-    assert!(
-        recovered >= slowed * 2,
-        "the limit did not rise: {slowed} -> {recovered}"
-    );
+    // 100 calls/s at 20 ms, then at 100 ms: five times the calls in flight, none piling up.
+    let fast = tally(&offer(&agg, 100.0, Duration::from_secs(1), 20).await);
+    let slow = tally(&offer(&agg, 100.0, Duration::from_secs(2), 100).await);
+    let after = limit_of(&agg).await;
+    println!("{fast:?} then {slow:?}; {after:?}");
+    assert_eq!((fast.shed, fast.refused_part), (0, 0), "{fast:?}");
+    assert_eq!((slow.shed, slow.refused_part), (0, 0), "{slow:?}");
+    assert!(!after.overloaded, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_wait_for_each_answer_are_not_refused_and_a_cold_burst_is_taken_whole() {
+    let b = backend_of_capacity_four();
+    let agg = adaptive_over(&b, aggregator::Admission::Auto);
+    let client = aggregator_client(&agg).await;
+    // 32 at once on a fresh aggregator, then again and again as answers come (a closed loop):
+    // eight times what the backend takes at once, each call waiting its turn in the line, well
+    // within its deadline. Nothing piles up: callers send as fast as answers come.
+    let began = Instant::now();
+    let mut answered = 0;
+    while began.elapsed() < Duration::from_secs(2) {
+        let calls: Vec<_> = (0..32)
+            .map(|i| {
+                let mut c = client.clone();
+                tokio::spawn(async move {
+                    c.aggregate(AggregateRequest {
+                        delay_ms: Some(40),
+                        ..aggregate(&format!("burst-{i}"))
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for call in calls {
+            let reply = call.await.unwrap().expect("not refused");
+            assert_eq!(outcome_code(&reply.get_ref().results[0]), "OK");
+            answered += 1;
+        }
+    }
+    let after = limit_of(&agg).await;
+    println!("{answered} answered; {after:?}");
+    assert!(!after.overloaded, "{after:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Spreads a backend's calls over its replicas: power of two choices weighing answer time by
-//! calls in flight (peak-EWMA, see [`Replicas::pick`]), each
-//! endpoint with its own lazily connected channel ([`Fetch`]), outcomes counted for ejection,
-//! and the endpoint named in the attempt's span.
+//! calls in flight (peak-EWMA, see [`Replicas::pick`]), each endpoint with its own lazily
+//! connected channel ([`Fetch`]), outcomes counted for ejection and for knowing an endpoint
+//! down, and the endpoint named in the attempt's span. When every endpoint is known down, the
+//! call fails fast ([`CallError::Down`]) instead of waiting for one.
 //!
 //! Why not tower's `Balance`: it chooses in `poll_ready`, before it sees the request, so a
 //! retry cannot ask for an endpoint other than the one that just failed (and a hedge cannot ask
@@ -24,7 +25,7 @@ use tower::{Service, ServiceExt};
 use super::Bounded;
 use super::error::CallError;
 use super::fetch::{Fetch, Keepalive};
-use super::replicas::{Replica, Replicas, Verdict};
+use super::replicas::{Pick, Replica, Replicas, Verdict};
 
 /// One runtime's client of a backend's replicas.
 #[derive(Debug, Clone)]
@@ -128,17 +129,18 @@ impl Service<Bounded<FetchRequest>> for Balance {
         let this = self.clone();
         async move {
             this.replicas.resolved().await;
-            let Some(replica) = this.replicas.pick(&req.tried()) else {
-                return Err(CallError::Status(Status::unavailable(
-                    this.replicas.no_endpoint(),
-                )));
+            let replica = match this.replicas.pick(&req.tried()) {
+                Pick::Endpoint(replica) => replica,
+                Pick::AllDown(why) => return Err(CallError::Down(why)),
+                Pick::None => {
+                    return Err(CallError::Status(Status::unavailable(
+                        this.replicas.no_endpoint(),
+                    )));
+                }
             };
             req.note_tried(replica.id);
             tracing::Span::current().record("endpoint", replica.addr.as_str());
             let fetch = this.client(&replica)?;
-            // A silent endpoint takes one call at a time; the others wait here, within their
-            // attempt timeout, without opening a stream it would find cancelled on waking.
-            let _admitted = replica.silence.admit().await;
             replica.in_flight.fetch_add(1, Relaxed);
             let mut in_flight = InFlight {
                 replicas: this.replicas.clone(),
@@ -149,6 +151,9 @@ impl Service<Bounded<FetchRequest>> for Balance {
             };
             let outcome = fetch.oneshot(req).await;
             in_flight.settled = true;
+            if let Err(CallError::Unreachable(status)) = &outcome {
+                replica.note_unreachable(status.message());
+            }
             this.replicas
                 .record(&replica, verdict(&outcome), in_flight.started.elapsed());
             outcome

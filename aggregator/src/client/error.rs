@@ -36,6 +36,10 @@ pub enum CallError {
     /// ("tcp connect error: Connection refused"), always UNAVAILABLE.
     #[error("{}", .0.message())]
     Unreachable(Status),
+    /// Not sent: every endpoint of the backend is known down (unreachable or silent), and says
+    /// why. UNAVAILABLE, at once, and not retried (a retry would find them down too).
+    #[error("not sent: {0}")]
+    Down(String),
 }
 
 /// Where a call was when its deadline passed.
@@ -70,6 +74,7 @@ impl CallError {
             | CallError::Deadline(_)
             | CallError::NoSlot { .. } => Code::DeadlineExceeded,
             CallError::OverLimit { .. } => Code::ResourceExhausted,
+            CallError::Down(_) => Code::Unavailable,
             CallError::Status(s) | CallError::Unreachable(s) => s.code(),
         }
     }
@@ -80,10 +85,12 @@ impl CallError {
         match self {
             CallError::AttemptTimeout { .. } | CallError::Unreachable(_) => true,
             CallError::Status(s) => s.code() == Code::Unavailable,
-            // Shed on purpose: a retry would join the same line.
-            CallError::Deadline(_) | CallError::NoSlot { .. } | CallError::OverLimit { .. } => {
-                false
-            }
+            // Shed on purpose: a retry would join the same line (or find the same endpoints
+            // down).
+            CallError::Deadline(_)
+            | CallError::NoSlot { .. }
+            | CallError::OverLimit { .. }
+            | CallError::Down(_) => false,
         }
     }
 

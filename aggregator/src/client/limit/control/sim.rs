@@ -1,0 +1,424 @@
+//! The adaptive limit in simulated scenarios, each with the band its result must stay in (the
+//! way Vector tests its adaptive request concurrency): an open loop of calls, a door that
+//! refuses past an enforced limit, and a backend that works on `servers` calls at once in
+//! arrival order, all in virtual time. Deterministic (seeded), and a run of a minute of
+//! simulated time takes milliseconds.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use super::{Answer, Control, OPEN, Regime, Totals};
+
+mod crates;
+
+/// One call's work at time t; `None`: no answer ever.
+type Work = Box<dyn Fn(Duration, &mut SmallRng) -> Option<Duration>>;
+
+/// What limits the calls: ours, or a crate's algorithm (see [`crates`]).
+trait Algo {
+    /// One answered call.
+    fn answer(&mut self, now: Instant, answer: Answer, totals: Totals) -> Option<String>;
+    /// The calls in flight allowed now; `None`: none refused.
+    fn limit(&self) -> Option<usize>;
+    fn regime(&self) -> Regime;
+}
+
+impl Algo for Control {
+    fn answer(&mut self, now: Instant, answer: Answer, totals: Totals) -> Option<String> {
+        let d = self.observe(now, answer, totals)?;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!(
+                "limit {} {:?} no-load {:?}",
+                d.limit,
+                d.regime,
+                self.no_load()
+            );
+        }
+        d.change.map(|c| format!("{c:?} limit {}", d.limit))
+    }
+    fn limit(&self) -> Option<usize> {
+        (self.regime() == Regime::Overloaded).then(|| Control::limit(self))
+    }
+    fn regime(&self) -> Regime {
+        Control::regime(self)
+    }
+}
+
+/// A backend and the load on it.
+struct Scenario {
+    /// Calls worked on at once (the rest wait in line); `usize::MAX`: no limit.
+    servers: usize,
+    /// Calls per second offered at time t (Poisson arrivals).
+    rate: Box<dyn Fn(Duration) -> f64>,
+    /// One call's work at time t; `None`: no answer ever (silent), the call is given up after
+    /// [`GIVE_UP`].
+    work: Work,
+    length: Duration,
+    /// Counted from here on (earlier is settling).
+    settle: Duration,
+}
+
+const GIVE_UP: Duration = Duration::from_secs(1);
+
+/// What happened, counted from `from` on (earlier is settling).
+#[derive(Default)]
+struct Outcome {
+    offered: u64,
+    answered: u64,
+    refused: u64,
+    /// Answer times of the calls admitted, sorted.
+    took: Vec<Duration>,
+    /// The limit at each answer.
+    limits: Vec<usize>,
+    overloaded_ever: bool,
+    regime_at_end: Option<Regime>,
+    seconds: f64,
+    /// Every change of regime or no-load time, with when (for a failing band's message).
+    changes: Vec<String>,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "offered {}, answered {}, refused {}, p50 {:?}, p99 {:?}, limit {:?}, changes {:?}",
+            self.offered,
+            self.answered,
+            self.refused,
+            self.percentile(0.5),
+            self.percentile(0.99),
+            self.limit_range(),
+            self.changes
+        )
+    }
+}
+
+impl Outcome {
+    fn goodput(&self) -> f64 {
+        self.answered as f64 / self.seconds
+    }
+    fn percentile(&self, p: f64) -> Duration {
+        if self.took.is_empty() {
+            return Duration::ZERO;
+        }
+        self.took[((self.took.len() - 1) as f64 * p) as usize]
+    }
+    fn limit_range(&self) -> (usize, usize) {
+        let min = self.limits.iter().copied().min().unwrap_or(OPEN);
+        let max = self.limits.iter().copied().max().unwrap_or(OPEN);
+        (min, max)
+    }
+}
+
+/// Runs `s` through our [`Control`] with three seeds; counts from `s.settle`. A band must hold
+/// for each.
+fn runs(s: &Scenario) -> Vec<Outcome> {
+    seeds()
+        .into_iter()
+        .map(|seed| run(s, seed, &|epoch| Box::new(Control::new(epoch))))
+        .collect()
+}
+
+/// Runs `s` through the algorithm `make` makes; counts from `s.settle`.
+fn run(s: &Scenario, seed: u64, make: &dyn Fn(Instant) -> Box<dyn Algo>) -> Outcome {
+    let epoch = Instant::now();
+    let algo = &mut *make(epoch);
+    let from = s.settle;
+    let mut rng = SmallRng::seed_from_u64(seed);
+    // When each server is next free (fewer entries than `servers` while some were never used).
+    let mut free: BinaryHeap<Reverse<Duration>> = BinaryHeap::new();
+    // Calls at the backend: (ends at, started at, in flight when it started, answered).
+    let mut out: BinaryHeap<Reverse<(Duration, Duration, usize, bool)>> = BinaryHeap::new();
+    let mut totals = Totals::default();
+    let mut o = Outcome::default();
+    let mut t = Duration::ZERO;
+    let mut limit = algo.limit().unwrap_or(OPEN);
+    loop {
+        let rate = (s.rate)(t);
+        let gap = -(1.0 - rng.random::<f64>()).ln() / rate;
+        t += Duration::from_secs_f64(gap);
+        if t >= s.length {
+            break;
+        }
+        // Every call that ends before this arrival, in order.
+        while let Some(&Reverse((end, start, in_flight, answered))) = out.peek() {
+            if end > t {
+                break;
+            }
+            out.pop();
+            totals.ended += 1;
+            if answered {
+                let took = end - start;
+                if start >= from {
+                    o.answered += 1;
+                    o.took.push(took);
+                    o.limits.push(limit);
+                }
+                if let Some(change) = algo.answer(epoch + end, Answer { took, in_flight }, totals) {
+                    o.changes
+                        .push(format!("{:.2}s {change}", end.as_secs_f64()));
+                }
+                o.overloaded_ever |= start >= from && algo.regime() == Regime::Overloaded;
+                limit = algo.limit().unwrap_or(OPEN);
+            }
+        }
+        let counted = t >= from;
+        o.offered += counted as u64;
+        if algo.limit().is_some_and(|limit| out.len() >= limit) {
+            totals.refused += 1;
+            o.refused += counted as u64;
+            continue;
+        }
+        totals.started += 1;
+        let in_flight = out.len() + 1;
+        let begin = if free.len() < s.servers {
+            t
+        } else {
+            let Reverse(at) = free.pop().expect("a server");
+            at.max(t)
+        };
+        let (end, answered) = match (s.work)(t, &mut rng) {
+            Some(work) => (begin + work, true),
+            None => (t + GIVE_UP, false),
+        };
+        if answered {
+            free.push(Reverse(end));
+        } else if s.servers != usize::MAX {
+            // A silent backend's server is stuck for good.
+            free.push(Reverse(Duration::MAX / 2));
+        }
+        out.push(Reverse((end, t, in_flight, answered)));
+    }
+    o.took.sort();
+    o.regime_at_end = Some(algo.regime());
+    o.seconds = (s.length - from).as_secs_f64();
+    o
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// A fixed answer time, with a little jitter as a real backend has.
+fn fixed(d: Duration) -> Work {
+    Box::new(move |_, rng| Some(d + Duration::from_micros(rng.random_range(0..200))))
+}
+
+/// `before` until `at`, `after` from then on, with the same jitter.
+fn step(before: Duration, at: Duration, after: Duration) -> Work {
+    Box::new(move |t, rng| {
+        let d = if t < at { before } else { after };
+        Some(d + Duration::from_micros(rng.random_range(0..200)))
+    })
+}
+
+/// Lognormal answer times with the median and 99th percentile given.
+fn lognormal(p50: Duration, p99: Duration) -> Work {
+    let mu = p50.as_secs_f64().ln();
+    let sigma = (p99.as_secs_f64().ln() - mu) / 2.326;
+    Box::new(move |_, rng| {
+        // Box-Muller.
+        let (u, v): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
+        let z = (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos();
+        Some(Duration::from_secs_f64((mu + sigma * z).exp()))
+    })
+}
+
+fn steady(rate: f64) -> Box<dyn Fn(Duration) -> f64> {
+    Box::new(move |_| rate)
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("SIM_SEED: a number")],
+        Err(_) => vec![7, 11, 13],
+    }
+}
+
+/// The scenarios, by name; each test below holds one to its band.
+fn scenario(name: &str) -> Scenario {
+    let (servers, rate, work, length, settle): (usize, Box<dyn Fn(Duration) -> f64>, Work, _, _) =
+        match name {
+            // 20 at once at 20 ms: 1,000 calls/s; 800/s offered, arriving at random.
+            "healthy at 80%" => (20, steady(800.0), fixed(ms(20)), secs(30), secs(0)),
+            "heavy tail" => (
+                usize::MAX,
+                steady(300.0),
+                Box::new(|_, rng: &mut SmallRng| {
+                    Some(if rng.random_bool(0.02) {
+                        ms(500)
+                    } else {
+                        ms(10)
+                    })
+                }),
+                secs(30),
+                secs(0),
+            ),
+            // A third of the calls go to a replica 10x slower (a balancer would send it fewer).
+            "mixed replicas" => (
+                usize::MAX,
+                steady(500.0),
+                Box::new(|_, rng: &mut SmallRng| {
+                    Some(if rng.random_bool(1.0 / 3.0) {
+                        ms(50)
+                    } else {
+                        ms(5)
+                    })
+                }),
+                secs(30),
+                secs(0),
+            ),
+            // 40% of its capacity; then every call takes twice as long: 80%.
+            "slower at 40%" => (
+                20,
+                steady(400.0),
+                step(ms(20), secs(10), ms(40)),
+                secs(30),
+                secs(0),
+            ),
+            "silent" => (20, steady(100.0), Box::new(|_, _| None), secs(20), secs(0)),
+            // 20 at once at 100 ms: 200 calls/s; 2,000/s offered.
+            "10x overload" => (20, steady(2000.0), fixed(ms(100)), secs(30), secs(5)),
+            // Two at once at 20 ms (a blocking backend with 2 workers): 100/s; 200/s offered.
+            "capacity 2 at 2x" => (2, steady(200.0), fixed(ms(20)), secs(30), secs(5)),
+            // Twice its capacity; after 10 s every call takes twice as long (capacity halves).
+            "2x, then slower" => (
+                20,
+                steady(400.0),
+                step(ms(100), secs(10), ms(200)),
+                secs(30),
+                secs(15),
+            ),
+            // 10x for 10 s, then half the capacity.
+            "10x, then 0.5x" => (
+                20,
+                Box::new(|t| if t < secs(10) { 2000.0 } else { 100.0 }),
+                fixed(ms(100)),
+                secs(30),
+                secs(15),
+            ),
+            // 400 calls in the first 20 ms at a backend taking 100 at 50 ms (2,000/s), then 80%.
+            "cold burst" => (
+                100,
+                Box::new(|t| if t < ms(20) { 20_000.0 } else { 1600.0 }),
+                fixed(ms(50)),
+                secs(20),
+                secs(0),
+            ),
+            // Few answers an interval, each interval's median far from the last.
+            "wide spread, 60/s" => (
+                usize::MAX,
+                steady(60.0),
+                lognormal(ms(20), ms(200)),
+                secs(60),
+                secs(0),
+            ),
+            // 50 at once, lognormal around 20 ms: about 1,550 calls/s (the mean is 1.6x the
+            // median); 10x offered.
+            "wide spread, 10x" => (
+                50,
+                steady(16_000.0),
+                lognormal(ms(20), ms(200)),
+                secs(20),
+                secs(5),
+            ),
+            other => panic!("no scenario {other}"),
+        };
+    Scenario {
+        servers,
+        rate,
+        work,
+        length,
+        settle,
+    }
+}
+
+/// The scenarios in which nothing is overloaded: nothing may be refused.
+const HEALTHY: [&str; 7] = [
+    "healthy at 80%",
+    "heavy tail",
+    "mixed replicas",
+    "slower at 40%",
+    "silent",
+    "cold burst",
+    "wide spread, 60/s",
+];
+
+#[test]
+fn where_nothing_is_overloaded_nothing_is_refused() {
+    for name in HEALTHY {
+        for o in runs(&scenario(name)) {
+            assert_eq!(o.refused, 0, "{name}: {o:?}");
+            if name != "slower at 40%" && name != "cold burst" {
+                assert!(!o.overloaded_ever, "{name}: {o:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_silent_backend_moves_nothing() {
+    for o in runs(&scenario("silent")) {
+        assert_eq!(o.regime_at_end, Some(Regime::Open), "{o:?}");
+    }
+}
+
+#[test]
+fn ten_times_overload_keeps_goodput_and_admitted_latency() {
+    for o in runs(&scenario("10x overload")) {
+        assert!(o.goodput() >= 0.9 * 200.0, "goodput {}: {o:?}", o.goodput());
+        assert!(o.percentile(0.5) <= ms(160), "{o:?}");
+        assert!(o.percentile(0.99) <= ms(250), "{o:?}");
+        let (low, high) = o.limit_range();
+        assert!(low >= 15 && high <= 45, "limit {low}..{high}: {o:?}");
+    }
+}
+
+#[test]
+fn a_fixed_capacity_of_two_settles_and_stays() {
+    for o in runs(&scenario("capacity 2 at 2x")) {
+        assert!(
+            o.goodput() >= 0.95 * 100.0,
+            "goodput {}: {o:?}",
+            o.goodput()
+        );
+        let (low, high) = o.limit_range();
+        assert!(low >= 2 && high <= 6, "limit {low}..{high}: {o:?}");
+    }
+}
+
+#[test]
+fn a_backend_that_slows_down_under_overload_keeps_its_goodput() {
+    for o in runs(&scenario("2x, then slower")) {
+        assert!(o.goodput() >= 0.9 * 100.0, "goodput {}: {o:?}", o.goodput());
+        assert!(o.percentile(0.99) <= ms(500), "{o:?}");
+    }
+}
+
+#[test]
+fn the_limit_opens_again_when_the_overload_ends() {
+    for o in runs(&scenario("10x, then 0.5x")) {
+        assert_eq!(o.refused, 0, "{o:?}");
+        assert_eq!(o.regime_at_end, Some(Regime::Open), "{o:?}");
+    }
+}
+
+#[test]
+fn ten_times_overload_of_a_wide_spread_keeps_goodput() {
+    for o in runs(&scenario("wide spread, 10x")) {
+        let capacity = 50.0 / 0.0323;
+        assert!(
+            o.goodput() >= 0.85 * capacity,
+            "goodput {}: {o:?}",
+            o.goodput()
+        );
+    }
+}
