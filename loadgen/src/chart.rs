@@ -487,15 +487,19 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         .iter()
         .flat_map(|s| s.samples.iter().map(|x| x.t_s))
         .fold(1.0f64, f64::max);
+    // An open adaptive limit (its ceiling) is drawn along the top rather than stretching the
+    // axis to it.
+    let open = aggregator::client::limit::control::OPEN as f64;
     let top = report
         .slowdowns
         .iter()
         .flat_map(|s| s.samples.iter().map(|x| x.limit))
+        .filter(|&l| l < open)
         .fold(1.0f64, f64::max)
         * 1.2;
     let mut chart = ChartBuilder::on(&panels[2])
         .caption(
-            "limit per backend; backends 2x slower halfway",
+            "binding limit (open: along the top); backends 2x slower halfway",
             ("sans-serif", 17),
         )
         .margin(14)
@@ -511,7 +515,7 @@ fn draw_overload(path: &Path, report: &OverloadReport) -> Result<(), Box<dyn std
         let color = SERIES[i % SERIES.len()];
         chart
             .draw_series(LineSeries::new(
-                s.samples.iter().map(|x| (x.t_s, x.limit)),
+                s.samples.iter().map(|x| (x.t_s, x.limit.min(top))),
                 color.stroke_width(2),
             ))?
             .label(s.policy.clone())

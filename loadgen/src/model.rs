@@ -370,7 +370,8 @@ pub struct OverloadStep {
     /// Latency of the calls admitted (every status but RESOURCE_EXHAUSTED).
     pub admitted_p50_ms: f64,
     pub admitted_p99_ms: f64,
-    /// The backends' concurrency limits at the end of the step (their mean).
+    /// The binding concurrency limit at the end of the step (the smallest backend's; an open
+    /// adaptive one is its ceiling).
     pub limit: f64,
     /// Backend calls failed fast over a backend's limit during the step (all backends).
     pub backend_over_limit: u64,
@@ -383,7 +384,7 @@ pub struct OverloadStep {
 pub struct LimitSample {
     /// Seconds since the slowdown phase began.
     pub t_s: f64,
-    /// The backends' concurrency limits (their mean).
+    /// The binding concurrency limit (the smallest backend's).
     pub limit: f64,
     /// Backend calls in flight, and waiting for a slot (all backends).
     pub in_flight: u64,

@@ -6,8 +6,9 @@
 //! aggregator's old defaults) and adaptive ones (`auto`, today's defaults). Per step: goodput,
 //! the share shed, the admitted calls' latency, and where the limit stands. Then the backends
 //! slow down 2x (every call asks for twice the latency, through the `delay_ms` override) with
-//! the limit read every 250 ms: an adaptive limit dips while the backends queue and settles
-//! once it judges them by their new latency.
+//! the limit read every 250 ms: an adaptive limit is cut while the backends queue, and given
+//! back once fewer calls in flight show the backends slower rather than queueing. The limit
+//! shown is the one that binds: the smallest backend's (`open` while none is overloaded).
 
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ use fanout_proto::v1::{AggregateRequest, Fanout, Mode, ServerStats};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Code;
+
+use aggregator::client::limit::control::OPEN;
 
 use crate::cli::OverloadArgs;
 use crate::cli::scenario::LimitPolicy;
@@ -221,7 +224,7 @@ async fn run_policy(
             failed_share: share(calls - ok - shed),
             admitted_p50_ms: admitted.p50_ms,
             admitted_p99_ms: admitted.p99_ms,
-            limit: mean_limit(&after),
+            limit: binding_limit(&after),
             backend_over_limit: over_limit(&after) - over_limit(&before),
             rss_mib: rss_mib(),
         };
@@ -333,7 +336,7 @@ async fn sample_limits(
         if let Ok(stats) = stack.server_stats().await {
             samples.push(LimitSample {
                 t_s: start.elapsed().as_secs_f64(),
-                limit: mean_limit(&stats),
+                limit: binding_limit(&stats),
                 in_flight: stats.backends.iter().map(|b| b.in_flight).sum(),
                 queued: stats.backends.iter().map(|b| b.queued).sum(),
             });
@@ -341,10 +344,24 @@ async fn sample_limits(
     }
 }
 
-/// The backends' limits, their mean.
-fn mean_limit(stats: &ServerStats) -> f64 {
-    let n = stats.backends.len().max(1) as f64;
-    stats.backends.iter().map(|b| b.limit as f64).sum::<f64>() / n
+/// The limit that binds: the smallest of the backends' (an adaptive one is its ceiling,
+/// [`OPEN`], until its backend is overloaded; the door then refuses calls for the one at its
+/// limit, so the others may never be).
+fn binding_limit(stats: &ServerStats) -> f64 {
+    stats
+        .backends
+        .iter()
+        .map(|b| b.limit as f64)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// A limit as the tables show it: `open` for an adaptive one that refuses nothing.
+fn show_limit(limit: f64) -> String {
+    if limit >= OPEN as f64 {
+        "open".into()
+    } else {
+        format!("{limit:.0}")
+    }
 }
 
 fn over_limit(stats: &ServerStats) -> u64 {
@@ -431,7 +448,7 @@ fn print_step(s: &OverloadStep) {
         pct(s.failed_share),
         ms(s.admitted_p50_ms),
         ms(s.admitted_p99_ms),
-        format!("{:.0}", s.limit),
+        show_limit(s.limit),
         s.rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB")),
     );
 }
@@ -443,7 +460,11 @@ fn print_slowdown(s: &Slowdown) {
         "{:<9} {:<9} {:<22} {:<14} {:<29} {} -> {}",
         s.policy,
         format!("{}/s", thousands(s.offered_per_sec, 0)),
-        format!("{:.0} -> {:.0}", s.limit_before, s.limit_after),
+        format!(
+            "{} -> {}",
+            show_limit(s.limit_before),
+            show_limit(s.limit_after)
+        ),
         match (s.settled_after_s, s.policy.as_str()) {
             (Some(t), _) => format!("{t:.2}s"),
             (None, "fixed") => "-".into(),
