@@ -16,7 +16,9 @@
 //! - [`report`]: the table and the JSON;
 //! - [`chart`]: the SVG charts;
 //! - [`monitor`]: the live progress line;
-//! - [`deploy`]: the local deployment started when no `--target` is given.
+//! - [`deploy`]: the local deployment started when no `--target` is given, and
+//!   [`faults`]: what a scenario does to its servers (a relay frozen or killed, an address
+//!   that refuses connections).
 //!
 //! - [`scenario`]: what the scenarios share: a local deployment with the aggregator's policies
 //!   under test, an open loop against it, the aggregator's counters around it.
@@ -33,6 +35,7 @@ pub mod compare;
 pub mod conn;
 pub mod deploy;
 pub mod endpoints;
+pub mod faults;
 pub mod grpc;
 pub mod merge;
 pub mod model;
