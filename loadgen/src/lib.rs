@@ -25,7 +25,8 @@
 //!
 //! [`run()`] is one scenario, [`compare()`] the matrix, [`merge()`] adds up runs made on
 //! several machines; [`tail()`] measures what hedging does to heavy tails, [`overload()`] what
-//! adaptive limits do under overload.
+//! adaptive limits do under overload, and [`resilience()`] every mechanism against every fault,
+//! the defaults beside the alternatives, with the rules the defaults must keep.
 #![forbid(unsafe_code)]
 
 pub mod caller;
@@ -43,6 +44,7 @@ pub mod monitor;
 pub mod open_loop;
 pub mod overload;
 pub mod report;
+pub mod resilience;
 pub mod run;
 pub mod scenario;
 pub mod stats;
@@ -54,5 +56,6 @@ pub mod workers;
 pub use crate::compare::compare;
 pub use crate::merge::merge;
 pub use crate::overload::overload;
+pub use crate::resilience::resilience;
 pub use crate::run::run;
 pub use crate::tail::tail;
