@@ -259,8 +259,8 @@ pub enum Condition {
     /// Healthy backends at 80% of the capacity.
     #[value(name = "healthy-80")]
     Healthy80,
-    /// A fresh aggregator's first calls: 80% of the capacity from the first instant, after a
-    /// burst of twice the calls a backend works on at once, no warm-up.
+    /// A fresh aggregator's first calls: 80% of the capacity from the first instant, plus a
+    /// burst of twice the calls a backend works on at once at that instant; no warm-up.
     ColdStart,
     /// Backends with a heavy tail (--tail-latency) at --tail-rate.
     HeavyTail,
