@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use fanout_proto::paths;
+use std::sync::Arc;
+
 use fanout_proto::v1::{
-    AggregateEvent, AggregateReply, AggregateRequest, FetchReply, FetchRequest,
-    aggregate_event::Event,
+    AggregateEvent, AggregateReply, AggregateRequest, BackendResult, FetchReply, FetchRequest,
+    Summary, aggregate_event::Event, backend_result,
 };
 use tokio::time::{Instant, timeout};
 use tonic::Code;
@@ -29,13 +31,17 @@ pub struct Caller {
     conn: Conn,
     rpc: Rpc,
     request: Prepared,
+    /// A backend whose part failing does not make a call degraded: one a scenario broke on
+    /// purpose, so its failure is the expected answer (see [`Caller::excusing`]).
+    excused: Option<Arc<str>>,
 }
 
 /// What one call came to.
 pub struct Done {
     /// The call's status.
     pub code: Code,
-    /// A successful aggregate call in which some backend failed or timed out.
+    /// A successful aggregate call in which some backend (not the excused one) failed or timed
+    /// out.
     pub degraded: bool,
     /// Streams: time to the first result event.
     pub first_result: Option<Duration>,
@@ -47,6 +53,9 @@ impl Done {
     /// Records this call, which took `latency`, into `stats`.
     pub fn record(&self, stats: &mut Stats, latency: Duration) {
         stats.record(self.code, latency);
+        if self.code == Code::Ok && !self.degraded {
+            stats.record_good(latency);
+        }
         if let Some(t) = self.first_result {
             stats.record_first_result(t);
         }
@@ -83,7 +92,32 @@ impl Caller {
             conn: conn.clone(),
             rpc,
             request,
+            excused: None,
         }
+    }
+
+    /// The same calls, with `backend`'s failures not counted as degradation: a scenario that
+    /// broke that backend expects its part to fail, and asks whether the rest still arrive.
+    /// Without it (the usual case) a call is degraded when its summary counts any failure,
+    /// which costs no look at the results.
+    pub fn excusing(self, backend: Option<&str>) -> Self {
+        Caller {
+            excused: backend.map(Arc::from),
+            ..self
+        }
+    }
+
+    /// Whether a call with these results (and this summary) is degraded.
+    fn degraded(&self, results: &[BackendResult], summary: &Summary) -> bool {
+        match &self.excused {
+            None => summary.failed + summary.timed_out > 0,
+            Some(excused) => results.iter().any(|r| self.counts_against(r, excused)),
+        }
+    }
+
+    /// Whether `r` is a failure of a backend other than `excused`.
+    fn counts_against(&self, r: &BackendResult, excused: &str) -> bool {
+        matches!(r.outcome, Some(backend_result::Outcome::Failure(_))) && r.backend != excused
     }
 
     /// The connection its calls go over.
@@ -133,7 +167,7 @@ impl Caller {
                         Ok(reply) => {
                             let s = reply.summary.unwrap_or_default();
                             Done {
-                                degraded: s.failed + s.timed_out > 0,
+                                degraded: self.degraded(&reply.results, &s),
                                 ..Done::status(Code::Ok)
                             }
                         }
@@ -147,13 +181,17 @@ impl Caller {
                         .conn
                         .server_stream(&self.request, &span, |message| {
                             match decode::<AggregateEvent>(message)?.event {
-                                Some(Event::Result(_)) => {
+                                Some(Event::Result(r)) => {
                                     done.results += 1;
                                     done.first_result.get_or_insert_with(|| started.elapsed());
+                                    if let Some(excused) = &self.excused {
+                                        done.degraded |= self.counts_against(&r, excused);
+                                    }
                                 }
-                                Some(Event::Summary(s)) => {
+                                Some(Event::Summary(s)) if self.excused.is_none() => {
                                     done.degraded = s.failed + s.timed_out > 0
                                 }
+                                Some(Event::Summary(_)) => {}
                                 None => {}
                             }
                             Ok(())

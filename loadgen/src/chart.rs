@@ -262,7 +262,8 @@ const SERIES: [RGBColor; 6] = [
     RGBColor(0, 0, 0),
 ];
 
-fn create_parent(path: &Path) -> anyhow::Result<()> {
+/// Creates the folder `path` goes in, if it has one.
+pub(crate) fn create_parent(path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

@@ -227,6 +227,8 @@ async fn measure_row(
         aggregator_workers: local.aggregator_workers as usize,
         capacity: None,
         policies: None,
+        fail_rate: 0.0,
+        faults: Vec::new(),
     };
     let (deployment, url) = match target {
         Some(t) => (None, t.to_owned()),

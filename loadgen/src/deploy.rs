@@ -1,7 +1,8 @@
 //! A local deployment for a measurement: backends (each in one or more replicas) and
 //! (optionally) an aggregator on loopback, in this process but each on a runtime of its own
 //! with the worker count the configuration calls for, exactly as the binaries run them.
-//! Stopped (and waited for) afterwards.
+//! Stopped (and waited for) afterwards. A scenario may make some servers unlike the rest
+//! ([`ReplicaFault`]): slower, behind a relay it can freeze or kill, or not there at all.
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use fanout_tls::ClientTls;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
 
+use crate::faults::{Relay, refusing_url};
 use crate::target::error_chain;
 
 /// What to start.
@@ -34,6 +36,32 @@ pub struct DeploymentSpec {
     /// The aggregator's policies (timeouts, retries, hedging, limits), its backends filled in
     /// when it starts. `None`: [`DeploymentSpec::measuring`]'s, for measuring the fan-out alone.
     pub policies: Option<aggregator::Config>,
+    /// Probability that a backend call fails with UNAVAILABLE, at every backend (their
+    /// `--fail-rate`).
+    pub fail_rate: f64,
+    /// Servers unlike the rest, each named by its backend and replica.
+    pub faults: Vec<ReplicaFault>,
+}
+
+/// One server of the deployment made unlike the others, for a scenario to measure what the
+/// aggregator does about it.
+#[derive(Debug, Clone)]
+pub struct ReplicaFault {
+    /// The backend, from 1 (`b1`).
+    pub backend: usize,
+    /// Which of its replicas, from 0.
+    pub replica: usize,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum FaultKind {
+    /// A latency of its own (a slower replica).
+    Latency(LatencySpec),
+    /// Behind a [`Relay`] (see [`Deployment::relay`]), which the scenario freezes or kills.
+    Relayed,
+    /// Never started: the aggregator is given an address that refuses connections.
+    Refusing,
 }
 
 impl DeploymentSpec {
@@ -85,68 +113,113 @@ impl DeploymentSpec {
 /// Running servers; [`Deployment::stop`] shuts them down.
 #[derive(Debug)]
 pub struct Deployment {
-    /// Every backend server: the replicas of `b1`, then of `b2`, ...
+    /// Every backend server started: the replicas of `b1`, then of `b2`, ... (a
+    /// [`FaultKind::Refusing`] one is not there).
     pub backends: Vec<ServerThread>,
     pub aggregator: Option<ServerThread>,
+    /// The relays in front of [`FaultKind::Relayed`] servers, with their backend and replica.
+    relays: Vec<(usize, usize, Relay)>,
 }
 
 impl Deployment {
     /// Starts the servers on free loopback ports and waits until each reports SERVING.
     pub async fn start(spec: &DeploymentSpec) -> anyhow::Result<Self> {
         let loopback = "127.0.0.1:0".parse().expect("loopback address");
-        let names: Vec<String> = (1..=spec.backends)
-            .flat_map(|i| std::iter::repeat_n(format!("b{i}"), spec.replicas.max(1)))
-            .collect();
-        let mut backends = Vec::with_capacity(names.len());
-        for name in &names {
-            let config = backend::Config {
-                name: name.clone(),
-                latency: spec.latency.clone(),
-                mode: spec.mode,
-                capacity: spec.capacity,
-                allow_overrides: true,
-                grace_period: Duration::from_secs(1),
-                ..backend::Config::default()
-            };
-            backends.push(
-                backend::spawn(config, spec.backend_workers, loopback)
-                    .context("cannot start a local backend")?,
-            );
-        }
-        let aggregator = match spec.fanout {
-            None => None,
-            Some(fanout) => {
-                // A name repeated is one backend with several endpoints (replicas).
-                let specs = backends
+        let mut deployment = Deployment {
+            backends: Vec::new(),
+            aggregator: None,
+            relays: Vec::new(),
+        };
+        // (name, URL) per replica: a name repeated is one backend with several endpoints.
+        let mut endpoints = Vec::new();
+        for i in 1..=spec.backends {
+            let name = format!("b{i}");
+            for r in 0..spec.replicas.max(1) {
+                let fault = spec
+                    .faults
                     .iter()
-                    .zip(&names)
-                    .map(|(b, name)| format!("{name}={}", b.url()).parse())
-                    .collect::<Result<Vec<aggregator::BackendSpec>, String>>()
-                    .map_err(anyhow::Error::msg)?;
-                let config = aggregator::Config {
-                    backends: specs,
-                    fanout,
+                    .find(|f| f.backend == i && f.replica == r)
+                    .map(|f| &f.kind);
+                if let Some(FaultKind::Refusing) = fault {
+                    endpoints.push((name.clone(), refusing_url()?));
+                    continue;
+                }
+                let latency = match fault {
+                    Some(FaultKind::Latency(l)) => l.clone(),
+                    _ => spec.latency.clone(),
+                };
+                let config = backend::Config {
+                    name: name.clone(),
+                    latency,
+                    fail_rate: spec.fail_rate,
+                    mode: spec.mode,
+                    capacity: spec.capacity,
                     allow_overrides: true,
                     grace_period: Duration::from_secs(1),
-                    ..spec
-                        .policies
-                        .clone()
-                        .unwrap_or_else(DeploymentSpec::measuring)
+                    ..backend::Config::default()
                 };
-                Some(
-                    aggregator::spawn(config, spec.aggregator_workers, loopback)
-                        .context("cannot start a local aggregator")?,
-                )
+                let server = match backend::spawn(config, spec.backend_workers, loopback) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        deployment.stop().await;
+                        return Err(anyhow::Error::new(e).context("cannot start a local backend"));
+                    }
+                };
+                let url = match fault {
+                    Some(FaultKind::Relayed) => {
+                        let relay = Relay::start(server.addr())
+                            .await
+                            .context("cannot start a relay")?;
+                        let url = relay.url();
+                        deployment.relays.push((i, r, relay));
+                        url
+                    }
+                    _ => server.url(),
+                };
+                deployment.backends.push(server);
+                endpoints.push((name.clone(), url));
             }
-        };
-        let deployment = Deployment {
-            backends,
-            aggregator,
-        };
+        }
+        if let Some(fanout) = spec.fanout {
+            let specs = endpoints
+                .iter()
+                .map(|(name, url)| format!("{name}={url}").parse())
+                .collect::<Result<Vec<aggregator::BackendSpec>, String>>()
+                .map_err(anyhow::Error::msg)?;
+            let config = aggregator::Config {
+                backends: specs,
+                fanout,
+                allow_overrides: true,
+                grace_period: Duration::from_secs(1),
+                ..spec
+                    .policies
+                    .clone()
+                    .unwrap_or_else(DeploymentSpec::measuring)
+            };
+            match aggregator::spawn(config, spec.aggregator_workers, loopback) {
+                Ok(a) => deployment.aggregator = Some(a),
+                Err(e) => {
+                    deployment.stop().await;
+                    return Err(anyhow::Error::new(e).context("cannot start a local aggregator"));
+                }
+            }
+        }
         for server in deployment.backends.iter().chain(&deployment.aggregator) {
-            wait_serving(&server.url(), Duration::from_secs(10)).await?;
+            if let Err(e) = wait_serving(&server.url(), Duration::from_secs(10)).await {
+                deployment.stop().await;
+                return Err(e);
+            }
         }
         Ok(deployment)
+    }
+
+    /// The relay in front of `backend`'s (from 1) replica `replica` (from 0), if the spec put
+    /// one there.
+    pub fn relay(&self, backend: usize, replica: usize) -> Option<&Relay> {
+        self.relays
+            .iter()
+            .find(|(b, r, _)| (*b, *r) == (backend, replica))
+            .map(|(_, _, relay)| relay)
     }
 
     /// The URL the load should target: the aggregator, or the first backend.
@@ -157,11 +230,18 @@ impl Deployment {
     /// Shuts every server down and waits for them (on a blocking thread: the drain needs the
     /// caller's runtime to keep going).
     pub async fn stop(self) {
+        let Deployment {
+            backends,
+            aggregator,
+            relays,
+        } = self;
+        if let Some(a) = aggregator {
+            let _ = tokio::task::spawn_blocking(move || a.stop()).await;
+        }
+        // The aggregator is gone: the relays (killed as they drop) have nothing left to carry.
+        drop(relays);
         let _ = tokio::task::spawn_blocking(move || {
-            if let Some(a) = self.aggregator {
-                a.stop();
-            }
-            for b in self.backends {
+            for b in backends {
                 b.stop();
             }
         })

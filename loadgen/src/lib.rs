@@ -16,14 +16,17 @@
 //! - [`report`]: the table and the JSON;
 //! - [`chart`]: the SVG charts;
 //! - [`monitor`]: the live progress line;
-//! - [`deploy`]: the local deployment started when no `--target` is given.
+//! - [`deploy`]: the local deployment started when no `--target` is given, and
+//!   [`faults`]: what a scenario does to its servers (a relay frozen or killed, an address
+//!   that refuses connections).
 //!
 //! - [`scenario`]: what the scenarios share: a local deployment with the aggregator's policies
 //!   under test, an open loop against it, the aggregator's counters around it.
 //!
 //! [`run()`] is one scenario, [`compare()`] the matrix, [`merge()`] adds up runs made on
 //! several machines; [`tail()`] measures what hedging does to heavy tails, [`overload()`] what
-//! adaptive limits do under overload.
+//! adaptive limits do under overload, and [`resilience()`] every mechanism against every fault,
+//! the defaults beside the alternatives, with the rules the defaults must keep.
 #![forbid(unsafe_code)]
 
 pub mod caller;
@@ -33,6 +36,7 @@ pub mod compare;
 pub mod conn;
 pub mod deploy;
 pub mod endpoints;
+pub mod faults;
 pub mod grpc;
 pub mod merge;
 pub mod model;
@@ -40,6 +44,7 @@ pub mod monitor;
 pub mod open_loop;
 pub mod overload;
 pub mod report;
+pub mod resilience;
 pub mod run;
 pub mod scenario;
 pub mod stats;
@@ -51,5 +56,6 @@ pub mod workers;
 pub use crate::compare::compare;
 pub use crate::merge::merge;
 pub use crate::overload::overload;
+pub use crate::resilience::resilience;
 pub use crate::run::run;
 pub use crate::tail::tail;

@@ -55,6 +55,11 @@ fn main() -> anyhow::Result<()> {
                 args.chart = output_path(&args.chart);
                 loadgen::overload(args, stop).await?;
             }
+            Command::Resilience(mut args) => {
+                args.json = output_path(&args.json);
+                args.chart = output_path(&args.chart);
+                loadgen::resilience(args, stop).await?;
+            }
             Command::Merge(args) => {
                 let report = loadgen::merge(&args)?;
                 loadgen::report::print_run(&report);

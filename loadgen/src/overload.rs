@@ -164,6 +164,8 @@ fn spec(args: &OverloadArgs, policy: Policy) -> DeploymentSpec {
         fanout: Some(Fanout::Concurrent),
         aggregator_workers: args.aggregator_workers as usize,
         policies: Some(policy.config()),
+        fail_rate: 0.0,
+        faults: Vec::new(),
     }
 }
 

@@ -51,6 +51,8 @@ pub async fn run(args: RunArgs, stop: watch::Receiver<bool>) -> anyhow::Result<R
                 aggregator_workers: local.aggregator_workers as usize,
                 capacity: None,
                 policies: None,
+                fail_rate: 0.0,
+                faults: Vec::new(),
             };
             eprintln!("starting a local deployment: {}", spec.describe());
             let d = Deployment::start(&spec).await?;

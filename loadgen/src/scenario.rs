@@ -1,4 +1,4 @@
-//! What the scenarios (`tail`, `overload`) share: a local deployment with the aggregator's
+//! What the scenarios (`tail`, `overload`, `resilience`) share: a local deployment with the aggregator's
 //! policies under test, an open loop of aggregate calls against it, and the aggregator's own
 //! counters read around the load.
 
@@ -32,6 +32,24 @@ pub struct Stack {
     deployment: Deployment,
     lanes: [Vec<Conn>; 2],
     stats: Conn,
+}
+
+/// One open loop of aggregate calls, as a scenario asks for it.
+#[derive(Debug, Clone)]
+pub struct Offer<'a> {
+    pub lane: Lane,
+    /// What the progress line calls it.
+    pub label: String,
+    pub request: &'a AggregateRequest,
+    /// Calls per second, on a fixed schedule whatever the target does.
+    pub rate: f64,
+    /// Calls made, not measured, before the window.
+    pub warmup: Duration,
+    /// The measured window.
+    pub duration: Duration,
+    /// A backend the scenario broke on purpose: its part failing is the expected answer, so
+    /// it does not make a call degraded (the other backends' parts still do).
+    pub excused: Option<&'a str>,
 }
 
 /// Which set of connections an open loop runs on.
@@ -69,7 +87,8 @@ impl Stack {
     }
 
     /// An open loop of `request` at `rate` calls/s on `lane`: `warmup` unmeasured, then
-    /// `duration` measured, then at most [`DRAIN`] for the calls still outstanding.
+    /// `duration` measured, then at most [`DRAIN`] for the calls still outstanding. One call
+    /// first checks that the target takes the request.
     #[allow(clippy::too_many_arguments)]
     pub async fn open_loop(
         &self,
@@ -81,26 +100,62 @@ impl Stack {
         duration: Duration,
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Outcome> {
-        let load = Load {
-            shape: Shape::Open {
-                rate,
-                max_outstanding: MAX_OUTSTANDING,
-                drain: DRAIN,
-            },
-            duration: Some(duration),
-            requests: None,
+        self.probe(request).await?;
+        let offer = Offer {
+            lane,
+            label,
+            request,
+            rate,
             warmup,
-            timeout: None,
+            duration,
+            excused: None,
         };
-        let callers = caller::callers(
+        Ok(self.offer(offer, stop).await)
+    }
+
+    /// One aggregate call of `request`, so that a request the target refuses stops the
+    /// scenario with the target's reason (and the aggregator has met its backends).
+    pub async fn probe(&self, request: &AggregateRequest) -> anyhow::Result<()> {
+        let caller = caller::Caller::new(
+            &self.lanes[0][0],
             Rpc::Aggregate,
-            &self.lanes[lane as usize],
             &FetchRequest::default(),
             request,
             None,
         );
-        probe_caller(&callers[0]).await?;
-        Ok(measure(label, load, callers, stop, Instant::now()).await)
+        probe_caller(&caller).await
+    }
+
+    /// The open loop `offer` describes, with no call before it: a cold start measures the
+    /// aggregator's very first calls.
+    pub async fn offer(&self, offer: Offer<'_>, stop: watch::Receiver<bool>) -> Outcome {
+        let load = Load {
+            shape: Shape::Open {
+                rate: offer.rate,
+                max_outstanding: MAX_OUTSTANDING,
+                drain: DRAIN,
+            },
+            duration: Some(offer.duration),
+            requests: None,
+            warmup: offer.warmup,
+            timeout: None,
+        };
+        let callers = caller::callers(
+            Rpc::Aggregate,
+            &self.lanes[offer.lane as usize],
+            &FetchRequest::default(),
+            offer.request,
+            None,
+        )
+        .into_iter()
+        .map(|c| c.excusing(offer.excused))
+        .collect();
+        measure(offer.label, load, callers, stop, Instant::now()).await
+    }
+
+    /// The servers, for a scenario that changes them under load (a relay to freeze or kill).
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
     }
 
     /// The aggregator's counters now.

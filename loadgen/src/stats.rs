@@ -33,9 +33,14 @@ pub struct Stats {
     pub admitted: Histogram<u64>,
     /// Streams only: time to the first result.
     pub first_result: Histogram<u64>,
+    /// The latency of the good calls: OK, and no backend's part failed that the caller did not
+    /// excuse (see `Caller::excusing`). What `resilience` reports: a fast failure must not
+    /// flatter a configuration's percentiles.
+    pub good: Histogram<u64>,
     /// Calls per gRPC status code (index = code).
     pub status: [u64; 17],
-    /// Successful aggregate calls in which some backend failed or timed out.
+    /// Successful aggregate calls in which some backend failed or timed out (other than the
+    /// one the caller excused, if any).
     pub degraded: u64,
     /// Streams only: result events received.
     pub stream_results: u64,
@@ -47,6 +52,7 @@ impl Default for Stats {
             latency: histogram(),
             admitted: histogram(),
             first_result: histogram(),
+            good: histogram(),
             status: [0; 17],
             degraded: 0,
             stream_results: 0,
@@ -68,6 +74,11 @@ impl Stats {
         }
     }
 
+    /// Records a good call's latency (besides [`Stats::record`]).
+    pub fn record_good(&mut self, latency: Duration) {
+        self.good.saturating_record(micros(latency));
+    }
+
     pub fn record_first_result(&mut self, after: Duration) {
         self.first_result.saturating_record(micros(after));
     }
@@ -79,6 +90,7 @@ impl Stats {
         let _ = self.latency.add(&other.latency);
         let _ = self.admitted.add(&other.admitted);
         let _ = self.first_result.add(&other.first_result);
+        let _ = self.good.add(&other.good);
         for (a, b) in self.status.iter_mut().zip(other.status) {
             *a += b;
         }

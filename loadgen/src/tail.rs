@@ -207,6 +207,8 @@ async fn measure(
         fanout: Some(Fanout::Concurrent),
         aggregator_workers: args.aggregator_workers as usize,
         policies: Some(policies),
+        fail_rate: 0.0,
+        faults: Vec::new(),
     };
     let stack = Stack::start(&spec).await?;
     let request = AggregateRequest {

@@ -113,6 +113,8 @@ async fn a_stream_s_messages_arrive_one_by_one_then_its_status() {
         aggregator_workers: 1,
         capacity: None,
         policies: None,
+        fail_rate: 0.0,
+        faults: Vec::new(),
     })
     .await
     .unwrap();

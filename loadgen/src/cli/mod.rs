@@ -19,7 +19,7 @@ use clap::{Args, Parser, Subcommand};
 pub use fanout_proto::cli::{FanoutArg, ModeArg};
 use fanout_proto::cli::{duration, positive_duration};
 use fanout_tls::ClientTlsArgs;
-pub use scenario::{OverloadArgs, Strategy, TailArgs};
+pub use scenario::{Condition, Configuration, OverloadArgs, ResilienceArgs, Strategy, TailArgs};
 
 use crate::model::Rpc;
 
@@ -55,6 +55,13 @@ pub enum Command {
     /// calls' p50/p99 and the limit per step; then the backends slow down 2x and the limit
     /// follows; a table, JSON and a chart.
     Overload(OverloadArgs),
+    /// Resilience: every mechanism against every fault in one table: healthy load, a cold
+    /// start, a heavy tail, slow, killed, silent and refusing backends, a slowdown, failures,
+    /// overload, each under the aggregator's defaults beside the alternatives (fixed limits, no
+    /// protection, hedging): goodput against offered, errors by code, good calls' latency, extra
+    /// backend calls; the rules the defaults must keep, PASS or FAIL; a table, JSON and a
+    /// heatmap.
+    Resilience(ResilienceArgs),
     /// Adds up reports of `run --json` from several loadgens that drove one target together
     /// (histograms merged exactly, rates summed) into one report: the same table, JSON and chart
     /// as `run`.
@@ -72,6 +79,7 @@ impl Command {
             Command::Compare(a) => a.runtime.threads,
             Command::Tail(a) => a.runtime.threads,
             Command::Overload(a) => a.runtime.threads,
+            Command::Resilience(a) => a.runtime.threads,
             Command::Merge(_) | Command::Health(_) => Some(1),
         }
     }
@@ -353,6 +361,13 @@ mod tests {
                 &["overload", "--policies", "magic"],
                 "invalid value 'magic'",
             ),
+            (
+                &["resilience", "--scenarios", "meteor"],
+                "invalid value 'meteor'",
+            ),
+            (&["resilience", "--configs", "on"], "invalid value 'on'"),
+            (&["resilience", "--capacity", "0"], "--capacity"),
+            (&["resilience", "--tail-rate", "0"], "is not a rate"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(want), "{args:?}: {err}");

@@ -1,4 +1,4 @@
-//! The flags of the scenarios, `tail` and `overload`: each runs on local deployments of its
+//! The flags of the scenarios, `tail`, `overload` and `resilience`: each runs on local deployments of its
 //! own, so its flags describe the backends and the load, and the aggregator's policies are the
 //! scenario's subject.
 
@@ -248,4 +248,130 @@ fn parse_fixed(s: &str) -> Result<(u32, u32), String> {
         (Ok(n), Ok(m)) if n > 0 && m > 0 => Ok((n, m)),
         _ => Err(bad()),
     }
+}
+
+/// A row of `loadgen resilience`: what the deployment is put through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
+pub enum Condition {
+    /// Healthy backends at half the capacity.
+    #[value(name = "healthy-50")]
+    Healthy50,
+    /// Healthy backends at 80% of the capacity.
+    #[value(name = "healthy-80")]
+    Healthy80,
+    /// A fresh aggregator's first calls: 80% of the capacity from the first instant, plus a
+    /// burst of twice the calls a backend works on at once at that instant; no warm-up.
+    ColdStart,
+    /// Backends with a heavy tail (--tail-latency) at --tail-rate.
+    HeavyTail,
+    /// Each backend in three replicas; one replica of `b1` 10x slower.
+    ReplicaSlow,
+    /// Each backend in three replicas; one replica of `b1` killed halfway through the window.
+    ReplicaKilled,
+    /// `b3` silent (stopped, its connections open) from before the warm-up.
+    BackendSilent,
+    /// Nothing listening at `b3`'s address: connections refused.
+    BackendRefusing,
+    /// Every backend twice as slow halfway through the window (at 40%, so 80% after).
+    LatencyDoubling,
+    /// Every backend fails 20% of its calls.
+    #[value(name = "failures-20")]
+    Failures20,
+    /// Ten times the capacity offered.
+    #[value(name = "overload-10x")]
+    Overload10x,
+    /// Blocking backends (--mode blocking, 2 workers: a fixed capacity) offered twice what
+    /// they serve.
+    #[value(name = "blocking-2x")]
+    Blocking2x,
+}
+
+/// A column of `loadgen resilience`: the aggregator's policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, ValueEnum)]
+pub enum Configuration {
+    /// The aggregator's defaults.
+    Defaults,
+    /// The defaults with the old fixed limits: --backend-concurrency 100 --max-in-flight 1000.
+    Fixed,
+    /// No protection: one attempt, no hedging, limits too high to refuse anything.
+    Off,
+    /// The defaults with hedging after the backends' p95 (--hedge-after p95).
+    #[value(name = "defaults+hedge")]
+    DefaultsHedge,
+}
+
+/// `loadgen resilience`.
+#[derive(Debug, Clone, Args)]
+pub struct ResilienceArgs {
+    /// The rows to measure (comma-separated), in this order.
+    #[arg(
+        long,
+        env = "LOADGEN_SCENARIOS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "healthy-50,healthy-80,cold-start,heavy-tail,replica-slow,\
+                         replica-killed,backend-silent,backend-refusing,latency-doubling,\
+                         failures-20,overload-10x,blocking-2x"
+    )]
+    pub scenarios: Vec<Condition>,
+
+    /// The columns to measure (comma-separated), in this order.
+    #[arg(
+        long,
+        env = "LOADGEN_CONFIGS",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "defaults,fixed,off,defaults+hedge"
+    )]
+    pub configs: Vec<Configuration>,
+
+    /// How long to measure each cell (each on a fresh local deployment).
+    #[arg(long, short = 'd', env = "LOADGEN_DURATION", default_value = "3s", value_parser = positive_duration)]
+    pub duration: Duration,
+
+    /// Calls made at a cell's rate before measuring it (none on a cold start).
+    #[arg(long, env = "LOADGEN_WARMUP", default_value = "1s", value_parser = duration)]
+    pub warmup: Duration,
+
+    /// The backends' latency, in every row but heavy-tail.
+    #[arg(long, env = "LOADGEN_LATENCY", default_value = "20ms")]
+    pub latency: LatencySpec,
+
+    /// Calls a backend works on at once (its --capacity; the rest wait their turn): the
+    /// deployment serves CAPACITY / latency calls/s, and the rows' loads are multiples of that.
+    /// Replicas get a third of it each, rounded up.
+    #[arg(long, env = "LOADGEN_CAPACITY", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub capacity: u32,
+
+    /// The backends' latency in heavy-tail.
+    #[arg(
+        long,
+        env = "LOADGEN_TAIL_LATENCY",
+        default_value = "tail:10ms,p=0.02,500ms"
+    )]
+    pub tail_latency: LatencySpec,
+
+    /// Aggregate calls per second in heavy-tail (its backends have no capacity limit).
+    #[arg(long, env = "LOADGEN_TAIL_RATE", default_value_t = 200.0, value_parser = super::load::parse_rate)]
+    pub tail_rate: f64,
+
+    /// Runtime worker threads of each local backend server (blocking-2x's have 2: its point).
+    #[arg(long, env = "LOADGEN_BACKEND_WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub backend_workers: u32,
+
+    /// Runtime worker threads of the local aggregator.
+    #[arg(long, env = "LOADGEN_AGGREGATOR_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub aggregator_workers: u32,
+
+    /// Where to write the JSON report: {"cells": [...], "rules": [...]}.
+    #[arg(long, env = "LOADGEN_JSON", default_value = "out/resilience.json")]
+    pub json: PathBuf,
+
+    /// Where to write the heatmap (SVG): a row per scenario, a column per configuration, each
+    /// cell coloured by its goodput against the row's best.
+    #[arg(long, env = "LOADGEN_CHART", default_value = "out/resilience.svg")]
+    pub chart: PathBuf,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
