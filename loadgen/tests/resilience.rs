@@ -17,11 +17,19 @@ use loadgen::resilience::rules::{self, Bounds};
 /// The rows whose rule compares the defaults with the best configuration, heavy-tail aside
 /// (measured under `defaults+hedge` instead).
 const FAULTS: &str = "replica-slow,replica-killed,backend-silent,backend-refusing,\
-                      latency-doubling,failures-20,overload-10x,blocking-2x";
+                      latency-doubling,failures-20";
 
 /// 3 backends at 20 ms working on 4 calls at once each: 200 calls/s, 2,000/s at 10x.
 const DEPLOYMENT: [&str; 4] = ["--latency", "20ms", "--capacity", "4"];
 const WINDOWS: [&str; 4] = ["-d", "1500ms", "--warmup", "500ms"];
+/// The overloaded rows on backends working on 2 calls at once (100 calls/s, 1,000/s at 10x:
+/// a debug build of the whole deployment offered 2,000/s on this 2-core machine measures the
+/// machine), and warmed up longer: before a fresh aggregator finds a backend overloaded a line
+/// forms, which takes a couple of seconds to clear; the rule is about the overload once the
+/// limit holds.
+const OVERLOAD_DEPLOYMENT: [&str; 4] = ["--latency", "20ms", "--capacity", "2"];
+const OVERLOAD_WINDOWS: [&str; 4] = ["-d", "1500ms", "--warmup", "2500ms"];
+const OVERLOADED: &str = "overload-10x,blocking-2x";
 
 /// The cells of the short form, measured once for both tests (and the stdout of each run).
 fn matrix() -> &'static (Vec<Cell>, String) {
@@ -34,6 +42,7 @@ fn matrix() -> &'static (Vec<Cell>, String) {
                 "healthy-50,healthy-80,cold-start,heavy-tail,".to_owned() + FAULTS,
                 "defaults",
             ),
+            ("overload", OVERLOADED.to_owned(), "defaults,off"),
             ("faults", FAULTS.to_owned(), "off"),
             ("hedge", "heavy-tail".to_owned(), "defaults+hedge"),
         ];
@@ -47,8 +56,16 @@ fn matrix() -> &'static (Vec<Cell>, String) {
             let run = loadgen()
                 .arg("resilience")
                 .args(["--scenarios", &scenarios, "--configs", configs])
-                .args(DEPLOYMENT)
-                .args(WINDOWS)
+                .args(if name == "overload" {
+                    OVERLOAD_DEPLOYMENT
+                } else {
+                    DEPLOYMENT
+                })
+                .args(if name == "overload" {
+                    OVERLOAD_WINDOWS
+                } else {
+                    WINDOWS
+                })
                 .arg("--json")
                 .arg(&out)
                 .arg("--chart")
@@ -84,7 +101,7 @@ fn find<'a>(cells: &'a [Cell], scenario: &str, config: &str) -> &'a Cell {
 #[test]
 fn the_matrix_measures_what_it_says() {
     let (cells, stdout) = matrix();
-    assert_eq!(cells.len(), 12 + 8 + 1, "{cells:#?}");
+    assert_eq!(cells.len(), 10 + 4 + 6 + 1, "{cells:#?}");
     assert!(stdout.contains("scenario          defaults"), "{stdout}");
     assert!(stdout.contains("no-loss: "), "{stdout}");
     for c in cells {
@@ -99,12 +116,13 @@ fn the_matrix_measures_what_it_says() {
     let f = |s, c| find(cells, s, c);
     // The offered loads: half the capacity, ten times it; the cold start's burst on top.
     assert!((f("healthy-50", "defaults").offered_per_s - 100.0).abs() < 1.0);
-    assert!((f("overload-10x", "defaults").offered_per_s - 2000.0).abs() < 20.0);
+    assert!((f("overload-10x", "defaults").offered_per_s - 1000.0).abs() < 10.0);
     assert!(f("cold-start", "defaults").offered_per_s > 160.0);
-    // Unprotected, a silent backend costs every call its attempt timeout (1 s): the silence
-    // is real. Its part is excused, so those calls are still good.
+    // A silent backend is known silent during the warm-up (its first calls waited their
+    // attempt timeout), and its part fails at once from then on, whatever the configuration.
+    // Its part is excused, so those calls are still good.
     let silent = f("backend-silent", "off");
-    assert!(silent.p50_ms >= 990.0, "{silent:?}");
+    assert!(silent.p50_ms < 200.0, "{silent:?}");
     assert_eq!(silent.good, silent.calls, "{silent:?}");
     assert_eq!(silent.broken_backend.as_deref(), Some("b3"));
     // A refused connection fails at once.

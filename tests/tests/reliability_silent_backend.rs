@@ -90,8 +90,9 @@ async fn calls_end_by_their_deadline(silent_url: String) {
         }
     }
     println!("{waited} calls waited for the silent backend, {fast_failed} failed its part at once");
-    // The first wave (six callers) waits; a few more may be in flight when it is known.
-    assert!((4..=12).contains(&waited), "{waited} waited");
+    // The first wave (six callers) waits, and the calls its callers sent next before the fourth
+    // of them ran out of time; no more.
+    assert!((4..=18).contains(&waited), "{waited} waited");
     // Then calls take what the fast backend takes: many more of them in the time.
     assert!(
         fast_failed >= 30,

@@ -147,6 +147,8 @@ pub enum Stop {
     NoTimeLeft { next: u32 },
     /// The backend's retry budget refused.
     BudgetSpent,
+    /// The attempt ran out of time at an overloaded backend: a retry would join its line.
+    Overloaded,
 }
 
 impl fmt::Display for Stop {
@@ -159,6 +161,9 @@ impl fmt::Display for Stop {
             Stop::BudgetSpent => {
                 f.write_str("not retried: the retry budget is spent (--retry-budget)")
             }
+            Stop::Overloaded => f.write_str(
+                "not retried: the backend is overloaded (a retry would wait in its line)",
+            ),
         }
     }
 }

@@ -18,7 +18,8 @@ use tokio::time::{Instant, Sleep};
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
-use super::error::{Failed, Stop};
+use super::error::{CallError, Failed, Stop};
+use super::limit::Limiter;
 use super::{Answered, Bounded, StackCounters, StackState};
 
 /// Attempts and backoff; plain data from the flags.
@@ -78,6 +79,9 @@ pub struct Retries {
     budget: Arc<TpsBudget>,
     counters: Arc<StackCounters>,
     backend: Arc<str>,
+    /// Whether the backend is overloaded now: an attempt that ran out of time in its line is
+    /// not retried (the retry would join the same line).
+    limiter: Arc<Limiter>,
 }
 
 impl Retries {
@@ -87,14 +91,19 @@ impl Retries {
             budget: state.budget.clone(),
             counters: state.counters.clone(),
             backend: state.name.clone(),
+            limiter: state.limiter.clone(),
         }
     }
 
     /// Why `failed` is not retried, or `None` to retry it after `backoff`.
-    fn stop(&self, req: &Bounded<impl Sized>, backoff: Duration) -> Option<Stop> {
+    fn stop(&self, req: &Bounded<impl Sized>, failed: &Failed, backoff: Duration) -> Option<Stop> {
         let attempt = req.attempt;
         if attempt >= self.policy.max_attempts {
             return Some(Stop::MaxAttempts(attempt));
+        }
+        if matches!(failed.error, CallError::AttemptTimeout { .. }) && self.limiter.is_overloaded()
+        {
+            return Some(Stop::Overloaded);
         }
         if Instant::now() + backoff + MIN_TIMEOUT > req.deadline {
             return Some(Stop::NoTimeLeft { next: attempt + 1 });
@@ -121,7 +130,7 @@ impl<M: Clone, R> Policy<Bounded<M>, Answered<R>, Failed> for Retries {
             return None;
         }
         let backoff = self.policy.backoff(req.attempt, &mut rand::rng());
-        if let Some(why) = self.stop(req, backoff) {
+        if let Some(why) = self.stop(req, failed, backoff) {
             failed.stopped = Some(why);
             return None;
         }

@@ -45,8 +45,9 @@ const LINE: f64 = 2.0;
 /// Answer-time jitter below this is noise, not queueing (scheduling on a busy host).
 const NOISE: Duration = Duration::from_millis(1);
 /// An interval lasts at least this long and two no-load answer times (the answers that judge
-/// a limit are those of calls sent under it)...
+/// a limit are those of calls sent under it), or this long while the backend is open...
 const INTERVAL: Duration = Duration::from_millis(100);
+const OPEN_INTERVAL: Duration = Duration::from_millis(25);
 /// ...and ends with at least this many answers; at most this many are kept.
 const MIN_ANSWERS: usize = 8;
 const MAX_ANSWERS: usize = 4096;
@@ -194,7 +195,14 @@ impl Control {
         if self.answers.len() < MAX_ANSWERS {
             self.answers.push(answer);
         }
-        let interval = self.no_load.map_or(INTERVAL, |n| INTERVAL.max(n * 2));
+        // Open, an interval is short: calls piling up at several times the rate they end must
+        // be seen before the line grows long. Overloaded, the limit moves at most once in
+        // [`INTERVAL`].
+        let least = match self.regime {
+            Regime::Open => OPEN_INTERVAL,
+            Regime::Overloaded => INTERVAL,
+        };
+        let interval = self.no_load.map_or(INTERVAL, |n| least.max(n * 2));
         if now.saturating_duration_since(self.interval_start) < interval
             || self.answers.len() < MIN_ANSWERS
         {
@@ -270,7 +278,9 @@ impl Control {
                 self.reset_open();
                 self.over = 1;
             }
-            if self.over >= 2 && (piling || lost) {
+            // Calls arriving several times faster than they end leave no doubt: one interval.
+            let flood = piled > 2.0 * self.ended_over as f64 + 3.0 * chance + 10.0;
+            if (self.over >= 2 && (piling || lost)) || flood {
                 self.regime = Regime::Overloaded;
                 self.limit = level(i.in_flight, no_load, i.median);
                 self.reset_open();
@@ -368,7 +378,8 @@ struct Interval {
 
 /// The median answer time of the calls that started with the fewest in flight (at most one
 /// more than the fewest): after a cold start, the earliest calls, answered before any line
-/// could form.
+/// could form. (On a host too busy to run the aggregator at once, they wait for it too, and the
+/// estimate is high: an overloaded backend is then held to a longer line than it should be.)
 fn unqueued(answers: &[Answer]) -> Duration {
     let fewest = answers.iter().map(|a| a.in_flight).min().unwrap_or(0);
     median(

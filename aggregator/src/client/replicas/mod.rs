@@ -426,7 +426,7 @@ impl Replicas {
             }
             Verdict::GivenUp => {
                 r.failed.fetch_add(1, Relaxed);
-                if r.silence.given_up() {
+                if r.silence.given_up(took) {
                     tracing::warn!(
                         backend = &*self.backend,
                         endpoint = r.addr,
