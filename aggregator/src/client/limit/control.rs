@@ -61,6 +61,9 @@ const FOLLOW: f64 = 0.02;
 const STREAK: u32 = 20;
 /// An open backend counts as slow past this many typical spreads of its interval medians.
 const SPREADS: f64 = 4.0;
+/// Slower answers and calls piling up must last this long (and four no-load answer times)
+/// to count as overload, unless calls flood in.
+const SUSTAINED: Duration = Duration::from_millis(200);
 /// Quiet intervals in a row that bring an overloaded backend back to open.
 const QUIET: u32 = 10;
 /// Intervals in a row of cuts, with calls in flight down to this share of what they were in the
@@ -101,11 +104,26 @@ pub enum Regime {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Change {
     /// Calls pile up: the limit is enforced from now on.
-    Overloaded { no_load: Duration, median: Duration },
+    Overloaded {
+        no_load: Duration,
+        median: Duration,
+        evidence: Evidence,
+    },
     /// Quiet again: back to open.
     Recovered,
     /// Fewer calls in flight did not make answers faster: the backend is slower, not queueing.
     Slower { from: Duration, to: Duration },
+}
+
+/// What showed a backend overloaded, besides its slower answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// Calls started several times faster than they ended, in one interval.
+    Flood,
+    /// Calls started faster than they ended, beyond chance, over intervals.
+    Piling,
+    /// Most calls ended without an answer (callers that wait for each answer).
+    Lost,
 }
 
 /// The decision at the end of an interval.
@@ -138,6 +156,8 @@ pub struct Control {
     piled: i64,
     ended_over: u64,
     answered_over: u64,
+    /// How long the intervals over the allowance lasted, together.
+    over_for: Duration,
     rising: u32,
     /// Overloaded: quiet intervals in a row, and the cuts in a row so far.
     quiet: u32,
@@ -169,6 +189,7 @@ impl Control {
             piled: 0,
             ended_over: 0,
             answered_over: 0,
+            over_for: Duration::ZERO,
             rising: 0,
             quiet: 0,
             cuts: None,
@@ -215,6 +236,7 @@ impl Control {
         let started = totals.started.saturating_sub(self.at_start.started);
         let ended = totals.ended.saturating_sub(self.at_start.ended);
         let refused = totals.refused.saturating_sub(self.at_start.refused);
+        let lasted = now.saturating_duration_since(self.interval_start);
         self.answers.clear();
         self.at_start = totals;
         self.interval_start = now;
@@ -225,6 +247,7 @@ impl Control {
             }
             Some(no_load) => {
                 let interval = Interval {
+                    lasted,
                     median,
                     in_flight,
                     answered: n as u64,
@@ -257,6 +280,7 @@ impl Control {
             .abs();
         if i.median > slow {
             self.over += 1;
+            self.over_for += i.lasted;
             self.piled += piled_now;
             self.ended_over += i.ended;
             self.answered_over += i.answered;
@@ -280,7 +304,21 @@ impl Control {
             }
             // Calls arriving several times faster than they end leave no doubt: one interval.
             let flood = piled > 2.0 * self.ended_over as f64 + 3.0 * chance + 10.0;
-            if (self.over >= 2 && (piling || lost)) || flood {
+            // Short of a flood, the evidence must hold for a while: a backend (or this host)
+            // stalled for a moment lets calls pile up just as briefly, and is not overloaded.
+            let sustained = self.over >= 2 && self.over_for >= SUSTAINED.max(no_load * 4);
+            let evidence = if flood {
+                Some(Evidence::Flood)
+            } else if !sustained {
+                None
+            } else if piling {
+                Some(Evidence::Piling)
+            } else if lost {
+                Some(Evidence::Lost)
+            } else {
+                None
+            };
+            if let Some(evidence) = evidence {
                 self.regime = Regime::Overloaded;
                 self.limit = level(i.in_flight, no_load, i.median);
                 self.reset_open();
@@ -289,6 +327,7 @@ impl Control {
                 return Some(Change::Overloaded {
                     no_load,
                     median: i.median,
+                    evidence,
                 });
             }
         } else {
@@ -306,6 +345,7 @@ impl Control {
 
     fn reset_open(&mut self) {
         self.over = 0;
+        self.over_for = Duration::ZERO;
         self.piled = 0;
         self.ended_over = 0;
         self.answered_over = 0;
@@ -366,6 +406,7 @@ impl Control {
 /// What one interval showed.
 #[derive(Debug, Clone, Copy)]
 struct Interval {
+    lasted: Duration,
     median: Duration,
     /// Calls answered (the rest of those ended failed, or ran out of time).
     answered: u64,

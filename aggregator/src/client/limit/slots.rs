@@ -228,11 +228,16 @@ impl Limiter {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         match change {
             None => {}
-            Some(Change::Overloaded { no_load, median }) => tracing::warn!(
+            Some(Change::Overloaded {
+                no_load,
+                median,
+                evidence,
+            }) => tracing::warn!(
                 backend = &*self.backend,
                 limit,
                 no_load_ms = ms(no_load),
                 median_ms = ms(median),
+                ?evidence,
                 "backend overloaded: calls pile up and answers slow down; calls beyond the \
                  adaptive limit are refused (RESOURCE_EXHAUSTED) until it keeps up again"
             ),

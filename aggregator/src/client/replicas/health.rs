@@ -22,7 +22,7 @@ use tonic_health::pb::health_client::HealthClient;
 use super::{Replica, Replicas};
 
 /// How often a down endpoint is asked whether it is back, and how long an answer may take.
-pub const CHECK_EVERY: Duration = Duration::from_millis(500);
+pub const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Starts checking `r`, unless a check of it already runs.
 pub(super) fn watch(replicas: &Arc<Replicas>, r: &Arc<Replica>) {
