@@ -6,10 +6,12 @@
 #   - Aggregate from the host (grpcurl, plaintext, reflection) has results for fast, slow, flaky
 #   - `up --scale backend-fast=3`: the aggregator resolves backend-fast to three addresses and
 #     spreads its calls over them (each replica's own Stats, asked at its container address)
-#   - the loadgen container (`run --rm loadgen ...`) reports calls/s, and its compare writes the
-#     report into the mounted out directory
+#   - the loadgen container (`run --rm loadgen ...`) reports calls/s, the README's loads (32
+#     callers, and the service's own 200 calls/s) get no call refused, and its compare writes
+#     the report into the mounted out directory
 #   - with backend-slow stopped, Aggregate still succeeds: slow is a failure (UNAVAILABLE or
-#     DEADLINE_EXCEEDED) and fast still answers
+#     DEADLINE_EXCEEDED) and fast still answers; a few calls later slow is known down, its part
+#     fails at once and a call takes under a second
 #   - when the image has otlp-sink: the sink received spans from the aggregator and a backend
 #   - the TLS variant (docker-compose.tls.yml, certificates from scripts/make-certs.sh): every
 #     service healthy over TLS, Aggregate from the host with a client certificate has results
@@ -260,14 +262,28 @@ done
 pass "up --scale backend-fast=3: the aggregator spread its calls over the three replicas (${served[*]})"
 
 # ---- the loadgen container ----------------------------------------------------------------------
-say "run --rm loadgen run --target http://aggregator:50051 -d 2s -c 8"
-if bounded 90 "${CC[@]}" run --rm -T loadgen run --target http://aggregator:50051 -d 2s -c 8 >"$tmp/loadgen.log" 2>&1 &&
+# The README's load commands, shortened: a closed loop of 32 callers, and the loadgen service's
+# own command (an open loop at 200 calls/s). The defaults refuse none of their calls.
+say "run --rm loadgen run --target http://aggregator:50051 -d 2s -c 32"
+if bounded 90 "${CC[@]}" run --rm -T loadgen run --target http://aggregator:50051 -d 2s -c 32 >"$tmp/loadgen.log" 2>&1 &&
   grep -q 'calls/s' "$tmp/loadgen.log"; then
-  grep -E '^ *calls ' "$tmp/loadgen.log" | sed 's/^ */  /' || true
+  grep -E '^ *(calls|status) ' "$tmp/loadgen.log" | sed 's/^ */  /' || true
   pass "loadgen container reports calls/s"
 else
   cat "$tmp/loadgen.log"; fail "loadgen run in its container"
 fi
+say "run --rm loadgen run --target http://aggregator:50051 --rate 200 -d 3s (the service's command, shorter)"
+if bounded 90 "${CC[@]}" run --rm -T loadgen run --target http://aggregator:50051 --rate 200 -d 3s >"$tmp/loadgen-open.log" 2>&1 &&
+  grep -q 'calls/s' "$tmp/loadgen-open.log"; then
+  grep -E '^ *(calls|status) ' "$tmp/loadgen-open.log" | sed 's/^ */  /' || true
+else
+  cat "$tmp/loadgen-open.log"; fail "loadgen open loop in its container"
+fi
+if grep -q RESOURCE_EXHAUSTED "$tmp/loadgen.log" "$tmp/loadgen-open.log"; then
+  grep -h -E '^ *status ' "$tmp/loadgen.log" "$tmp/loadgen-open.log"
+  fail "the defaults refused calls of the README's loads (RESOURCE_EXHAUSTED)"
+fi
+pass "the README's loads (32 callers; 200 calls/s): no call refused"
 
 say "run --rm loadgen compare (a reduced matrix) into the mounted out directory"
 if bounded 120 "${CC[@]}" run --rm -T loadgen compare --target http://aggregator:50051 --latency 20ms \
@@ -286,6 +302,18 @@ if check_results "$tmp/agg2.json" slow-down; then
   pass "backend-slow stopped: Aggregate still succeeds, slow reported as a failure, fast answers"
 else
   cat "$tmp/agg2.json"; fail "Aggregate with backend-slow stopped"
+fi
+# A few calls later it is known down: its part fails at once (not sent), and a call takes what
+# the live backends take, not slow's attempt timeouts.
+for _ in 1 2 3 4 5 6; do aggregate "$tmp/agg-known.json" || true; done
+began=$(date +%s%N)
+aggregate "$tmp/agg3.json" || { cat "$tmp/agg3.json"; fail "Aggregate once backend-slow is known down"; }
+took_ms=$(( ($(date +%s%N) - began) / 1000000 ))
+if check_results "$tmp/agg3.json" slow-down >/dev/null && grep -q 'not sent' "$tmp/agg3.json" &&
+  [ "$took_ms" -lt 1000 ]; then
+  pass "backend-slow known down: its part fails at once (not sent), the call took ${took_ms} ms"
+else
+  cat "$tmp/agg3.json"; fail "backend-slow known down: the call took ${took_ms} ms"
 fi
 
 # ---- traces -------------------------------------------------------------------------------------
@@ -367,11 +395,11 @@ if bounded 15 grpcurl -plaintext -connect-timeout 3 "$addr" list >"$tmp/plain.lo
 fi
 pass "TLS variant: a caller without a client certificate and a plaintext one are refused"
 
-say "run --rm loadgen run --target https://aggregator:50051 -d 2s -c 8"
-if bounded 90 "${CC[@]}" run --rm -T loadgen run --target https://aggregator:50051 -d 2s -c 8 >"$tmp/loadgen-tls.log" 2>&1 &&
-  grep -q 'calls/s' "$tmp/loadgen-tls.log"; then
-  grep -E '^ *calls ' "$tmp/loadgen-tls.log" | sed 's/^ */  /' || true
-  pass "loadgen container reports calls/s over TLS"
+say "run --rm loadgen run --target https://aggregator:50051 -d 2s -c 32"
+if bounded 90 "${CC[@]}" run --rm -T loadgen run --target https://aggregator:50051 -d 2s -c 32 >"$tmp/loadgen-tls.log" 2>&1 &&
+  grep -q 'calls/s' "$tmp/loadgen-tls.log" && ! grep -q RESOURCE_EXHAUSTED "$tmp/loadgen-tls.log"; then
+  grep -E '^ *(calls|status) ' "$tmp/loadgen-tls.log" | sed 's/^ */  /' || true
+  pass "loadgen container reports calls/s over TLS, none refused (32 callers)"
 else
   cat "$tmp/loadgen-tls.log"; fail "loadgen run over TLS in its container"
 fi

@@ -62,8 +62,10 @@ const STREAK: u32 = 20;
 /// An open backend counts as slow past this many typical spreads of its interval medians.
 const SPREADS: f64 = 4.0;
 /// Slower answers and calls piling up must last this long (and four no-load answer times)
-/// to count as overload, unless calls flood in.
-const SUSTAINED: Duration = Duration::from_millis(200);
+/// to count as overload, unless calls flood in for [`FLOOD_FOR`]: a backend, or this host,
+/// stalled for a moment lets calls pile up just as long, and is not overloaded.
+const SUSTAINED: Duration = Duration::from_millis(500);
+const FLOOD_FOR: Duration = Duration::from_millis(100);
 /// Quiet intervals in a row that bring an overloaded backend back to open.
 const QUIET: u32 = 10;
 /// Intervals in a row of cuts, with calls in flight down to this share of what they were in the
@@ -77,9 +79,13 @@ const REBASE_NO_FASTER: f64 = 0.9;
 #[derive(Debug, Clone, Copy)]
 pub struct Answer {
     /// From the moment it held a slot to its reply: a wait for the slot is not the backend's.
+    /// For a call that ran out of time first, how long it waited (its answer would have taken
+    /// longer still).
     pub took: Duration,
     /// Calls in flight at the backend when it started, itself included.
     pub in_flight: usize,
+    /// Whether it was answered; false: it ran out of time waiting.
+    pub answered: bool,
 }
 
 /// Running totals of the backend's calls, read when an interval ends.
@@ -118,7 +124,7 @@ pub enum Change {
 /// What showed a backend overloaded, besides its slower answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Evidence {
-    /// Calls started several times faster than they ended, in one interval.
+    /// Calls started several times faster than they ended, over three intervals.
     Flood,
     /// Calls started faster than they ended, beyond chance, over intervals.
     Piling,
@@ -210,8 +216,8 @@ impl Control {
         self.limit.round() as usize
     }
 
-    /// Takes one answer; at the end of an interval, the decision. `totals` are the backend's
-    /// running totals at `now`.
+    /// Takes one answer (or a call that ran out of time waiting for one); at the end of an
+    /// interval, the decision. `totals` are the backend's running totals at `now`.
     pub fn observe(&mut self, now: Instant, answer: Answer, totals: Totals) -> Option<Decision> {
         if self.answers.len() < MAX_ANSWERS {
             self.answers.push(answer);
@@ -231,8 +237,19 @@ impl Control {
         }
         let n = self.answers.len();
         let in_flight = self.answers.iter().map(|a| a.in_flight).sum::<usize>() as f64 / n as f64;
+        let answered = self.answers.iter().filter(|a| a.answered).count() as u64;
+        if self.no_load.is_none() && answered == 0 {
+            // Nothing to learn the no-load time from yet.
+            self.answers.clear();
+            return None;
+        }
         let first = self.no_load.is_none().then(|| unqueued(&self.answers));
         let median = median(self.answers.iter().map(|a| a.took));
+        let p90 = {
+            let mut times: Vec<Duration> = self.answers.iter().map(|a| a.took).collect();
+            let at = times.len() * 9 / 10;
+            *times.select_nth_unstable(at).1
+        };
         let started = totals.started.saturating_sub(self.at_start.started);
         let ended = totals.ended.saturating_sub(self.at_start.ended);
         let refused = totals.refused.saturating_sub(self.at_start.refused);
@@ -249,8 +266,10 @@ impl Control {
                 let interval = Interval {
                     lasted,
                     median,
+                    p90,
                     in_flight,
-                    answered: n as u64,
+                    answered,
+                    observed: n as u64,
                     started,
                     ended,
                     refused,
@@ -302,10 +321,13 @@ impl Control {
                 self.reset_open();
                 self.over = 1;
             }
-            // Calls arriving several times faster than they end leave no doubt: one interval.
-            let flood = piled > 2.0 * self.ended_over as f64 + 3.0 * chance + 10.0;
-            // Short of a flood, the evidence must hold for a while: a backend (or this host)
-            // stalled for a moment lets calls pile up just as briefly, and is not overloaded.
+            // Calls arriving several times faster than they end, over three intervals and
+            // [`FLOOD_FOR`], leave no doubt. (Less is not enough: a backend or host that stalls
+            // for a moment ends no call meanwhile, then ends them all at once.)
+            let flood = self.over >= 3
+                && self.over_for >= FLOOD_FOR
+                && piled > 2.0 * self.ended_over as f64 + 3.0 * chance + 10.0;
+            // Short of a flood, the evidence must hold for [`SUSTAINED`].
             let sustained = self.over >= 2 && self.over_for >= SUSTAINED.max(no_load * 4);
             let evidence = if flood {
                 Some(Evidence::Flood)
@@ -318,6 +340,10 @@ impl Control {
             } else {
                 None
             };
+            // A backend that answered nothing at all is silent or down, not overloaded: its
+            // calls fail fast elsewhere (see `client::silence`), and refusing calls for it
+            // would cost every call.
+            let evidence = evidence.filter(|_| self.answered_over > 0);
             if let Some(evidence) = evidence {
                 self.regime = Regime::Overloaded;
                 self.limit = level(i.in_flight, no_load, i.median);
@@ -375,7 +401,10 @@ impl Control {
             }
             let no_faster = i.median >= cuts.fastest.mul_f64(REBASE_NO_FASTER);
             let fewer = i.in_flight <= cuts.in_flight * REBASE_IN_FLIGHT;
-            if cuts.intervals >= REBASE_AFTER && fewer && no_faster {
+            // Only answers prove a backend slower: a call that ran out of time says only that
+            // it waited at least that long.
+            let answered = i.answered * 2 >= i.observed;
+            if cuts.intervals >= REBASE_AFTER && fewer && no_faster && answered {
                 // Answers as slow with far fewer calls in flight: no line to cut.
                 self.limit = cuts.limit;
                 self.cuts = None;
@@ -390,8 +419,16 @@ impl Control {
         }
         self.cuts = None;
         // Grows by the allowance at most: the calls in flight that the level counts started
-        // an answer time ago, and a line that just drained still counts in them.
-        self.limit = self.limit.max(level.min(self.limit * ALLOWANCE));
+        // an answer time ago, and a line that just drained still counts in them. Calls refused
+        // while nine answers in ten took no longer than without load (no line at all) grow it
+        // by the allowance: the level counts only the calls let in, and a limit near them
+        // refuses their ups and downs (after a moment's stall taken for overload, say).
+        let grown = if i.refused > 0 && i.p90 <= no_load.mul_f64(1.2) + NOISE {
+            self.limit * ALLOWANCE
+        } else {
+            level.min(self.limit * ALLOWANCE)
+        };
+        self.limit = self.limit.max(grown);
         self.quiet = if i.refused == 0 { self.quiet + 1 } else { 0 };
         if self.quiet >= QUIET {
             self.regime = Regime::Open;
@@ -408,8 +445,11 @@ impl Control {
 struct Interval {
     lasted: Duration,
     median: Duration,
+    p90: Duration,
     /// Calls answered (the rest of those ended failed, or ran out of time).
     answered: u64,
+    /// Calls the median is taken over: the answered, and those that ran out of time waiting.
+    observed: u64,
     /// Calls in flight, on average, when the interval's answered calls started.
     in_flight: f64,
     started: u64,
@@ -422,10 +462,10 @@ struct Interval {
 /// could form. (On a host too busy to run the aggregator at once, they wait for it too, and the
 /// estimate is high: an overloaded backend is then held to a longer line than it should be.)
 fn unqueued(answers: &[Answer]) -> Duration {
-    let fewest = answers.iter().map(|a| a.in_flight).min().unwrap_or(0);
+    let answered = || answers.iter().filter(|a| a.answered);
+    let fewest = answered().map(|a| a.in_flight).min().unwrap_or(0);
     median(
-        answers
-            .iter()
+        answered()
             .filter(|a| a.in_flight <= fewest + 1)
             .map(|a| a.took),
     )

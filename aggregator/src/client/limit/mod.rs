@@ -132,8 +132,12 @@ where
                 return Err(CallError::Deadline(Phase::WaitingForSlot));
             }
             let answer = inner.oneshot(req).await;
-            if answer.is_ok() {
-                slot.answered();
+            match &answer {
+                Ok(_) => slot.answered(),
+                Err(
+                    CallError::AttemptTimeout { .. } | CallError::Deadline(Phase::DuringAttempt),
+                ) => slot.given_up(),
+                Err(_) => {}
             }
             answer
         }

@@ -197,13 +197,17 @@ impl Limiter {
         }
     }
 
-    /// One answered call, for the adaptive limit.
-    fn answered(&self, took: Duration, in_flight: usize) {
+    /// One call answered, or given up on, for the adaptive limit.
+    fn observe(&self, took: Duration, in_flight: usize, answered: bool) {
         let Some(adaptive) = &self.adaptive else {
             return;
         };
         let now = Instant::now().into_std();
-        let answer = Answer { took, in_flight };
+        let answer = Answer {
+            took,
+            in_flight,
+            answered,
+        };
         let decision = {
             let mut control = adaptive.lock().unwrap_or_else(|p| p.into_inner());
             control.observe(now, answer, self.totals())
@@ -281,7 +285,15 @@ impl Slot {
     /// The call answered: its time feeds the adaptive limit.
     pub fn answered(self) {
         self.limiter
-            .answered(self.started.elapsed(), self.in_flight);
+            .observe(self.started.elapsed(), self.in_flight, true);
+    }
+
+    /// The call ran out of time waiting for its answer: how long it waited feeds the adaptive
+    /// limit too (a line that outgrew the timeouts answers nobody in time, and must still be
+    /// seen).
+    pub fn given_up(self) {
+        self.limiter
+            .observe(self.started.elapsed(), self.in_flight, false);
     }
 }
 

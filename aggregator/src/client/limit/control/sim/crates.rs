@@ -16,7 +16,8 @@ struct Acc<A>(A);
 
 impl<A: tower_acc::Algorithm> Algo for Acc<A> {
     fn answer(&mut self, _: Instant, a: Answer, _: Totals) -> Option<String> {
-        self.0.update(a.took, a.in_flight, false, false);
+        // A call given up on is what tower-acc calls canceled.
+        self.0.update(a.took, a.in_flight, false, !a.answered);
         None
     }
     fn limit(&self) -> Option<usize> {
@@ -32,7 +33,11 @@ struct Resilience(tower_resilience_adaptive::Vegas);
 
 impl Algo for Resilience {
     fn answer(&mut self, _: Instant, a: Answer, _: Totals) -> Option<String> {
-        self.0.record_success_with_load(a.took, a.in_flight);
+        if a.answered {
+            self.0.record_success_with_load(a.took, a.in_flight);
+        } else {
+            self.0.record_dropped();
+        }
         None
     }
     fn limit(&self) -> Option<usize> {
