@@ -113,10 +113,19 @@ async fn under_overload_auto_admission_sheds_the_excess_whole_and_fast() {
     let b = backend_of_capacity_four();
     let agg = adaptive_over(&b, aggregator::Admission::Auto);
     let before = limit_of(&agg).await;
-    // Three times what the backend takes, for 3 s.
-    let t = tally(&offer(&agg, 300.0, Duration::from_secs(3), 40).await);
+    // Three times what the backend takes: for 1 s, while the limit finds the overload (the
+    // calls let in before it did wait in a line, and some run out of time), then for 2 s.
+    let warming = tally(&offer(&agg, 300.0, Duration::from_secs(1), 40).await);
+    let t = tally(&offer(&agg, 300.0, Duration::from_secs(2), 40).await);
     let after = limit_of(&agg).await;
-    println!("limit {} -> {}: {t:?}", before.limit, after.limit);
+    println!(
+        "limit {} -> {}: warming {} answered, {} shed, {} other; then {t:?}",
+        before.limit,
+        after.limit,
+        warming.answered,
+        warming.shed,
+        warming.other.len()
+    );
     assert!(!before.overloaded && after.overloaded, "{after:?}");
     assert!(after.limit <= 20, "the limit did not fall: {after:?}");
     assert!(
@@ -128,8 +137,8 @@ async fn under_overload_auto_admission_sheds_the_excess_whole_and_fast() {
     assert!(t.other.is_empty(), "{t:?}");
     // A refusal is fast (generous: this machine is shared), not the 2 s a line would take.
     assert!(t.slowest_refusal < Duration::from_millis(600), "{t:?}");
-    // The backend kept working at its capacity meanwhile (100/s; warming up included).
-    assert!(t.answered >= 200, "{t:?}");
+    // The backend kept working at its capacity meanwhile (100/s).
+    assert!(t.answered >= 150, "{t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,12 +9,13 @@
 //!                other is cancelled; a budget
 //!    Attempt     one span per attempt (traceparent goes out under it), counted; no attempt
 //!                starts without time for one
-//!     Limit      per-backend concurrency, fixed or adaptive (following the backend's latency);
-//!                the wait for a slot is bounded by --queue-timeout and the deadline
+//!     Limit      per-backend concurrency, fixed or adaptive (open until the backend is
+//!                overloaded); the wait for a slot is bounded by --queue-timeout and the deadline
 //!      Timeout   one attempt's bound: the smaller of its own timeout and what the deadline leaves
 //!       Balance  one of the backend's replicas, by power of two choices, preferring one this
-//!                call has not tried; outcomes feed outlier ejection; a silent replica takes
-//!                one call at a time (no pile of cancelled streams for it to find on waking)
+//!                call has not tried; outcomes feed outlier ejection; a replica known down
+//!                (unreachable or silent) takes no call, and when all are, the call fails at
+//!                once while a health check finds one back
 //!        Fetch   tonic's BackendClient over that replica's lazily connected Channel; the bound
 //!                goes along as grpc-timeout
 //! ```

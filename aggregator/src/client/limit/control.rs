@@ -5,21 +5,26 @@
 //!
 //! **Two regimes.** A backend is *open* until it is shown to be overloaded: the limit is then
 //! only the ceiling ([`OPEN`]) and refuses nothing a healthy deployment sends. It is
-//! *overloaded* once calls pile up at it: answers slower than its no-load time by more than
-//! [`ALLOWANCE`], for two intervals in a row, while calls start faster than they end (or the
-//! answer time keeps rising). Only then is the limit enforced, and set by Little's law: of
-//! the calls in flight, the share that the backend is working on rather than queueing is
-//! `no-load time / answer time`, so `in flight x no-load / answer time` is what it can take,
-//! and the limit is that times [`ALLOWANCE`] (a little line keeps it busy). Answers within the
-//! allowance let the limit grow the same way; quiet intervals (no call refused, answers within
-//! the allowance) bring the backend back to open.
+//! *overloaded* once its answers are slower than its no-load time by more than [`ALLOWANCE`]
+//! (and than their usual spread) while calls pile up at it (they start faster than they end,
+//! beyond chance, for `SUSTAINED`; or several times faster for `FLOOD_FOR`), or while most
+//! of its calls run out of time (callers that wait for each answer cannot pile up). Calls
+//! that ran out of time count as answers at least as slow as they waited: a line longer than
+//! the timeouts answers nobody in time, and must still be seen. Only then is the limit
+//! enforced, and set by Little's law: of the calls in flight, the share that the backend is
+//! working on rather than queueing is `no-load time / answer time`, so `in flight x no-load /
+//! answer time` is what it can take, and the limit is that times [`ALLOWANCE`] (a little line
+//! keeps it busy). Answers within the allowance let the limit grow the same way; quiet
+//! intervals (no call refused, answers within the allowance) bring the backend back to open.
 //!
 //! **What is not overload**, and why the regimes tell it apart:
 //! - a heavy tail, or replicas of mixed speed: the *median* answer time does not move;
 //! - a backend that got slower without being overloaded: answers slow down once, but calls
 //!   end as fast as they start, so nothing piles up (the no-load time then follows it);
-//! - a silent or unreachable endpoint: it gives no answers, and only answers move the limit
-//!   (its calls fail fast elsewhere, see `super::super::silence`);
+//! - a silent or unreachable endpoint: it answers nothing, and a backend that answered nothing
+//!   is never found overloaded (its calls fail fast elsewhere, see `super::super::silence`);
+//! - a backend (or this host) stalled for a moment: calls pile up, then all end at once;
+//!   evidence must last;
 //! - a limit being measured: nothing is measured by pinning calls low. The no-load time is
 //!   learnt from the answers themselves: an average of interval medians while open, and while
 //!   overloaded, from any interval faster than it (the backend proved it can answer that fast),

@@ -1,9 +1,9 @@
 //! A backend's replicas: the set of endpoints one backend name stands for, and the health of
 //! each.
 //!
-//! - [`discovery`]: where they come from (the flags, DNS re-resolved every
+//! - `discovery`: where they come from (the flags, DNS re-resolved every
 //!   `--resolve-interval`).
-//! - [`rtt`]: each endpoint's answer time, peak-EWMA, which the pick weighs.
+//! - `rtt`: each endpoint's answer time, peak-EWMA, which the pick weighs.
 //! - **Outlier ejection**, Envoy's consecutive-errors detector: after `--eject-after` connection
 //!   failures or UNAVAILABLE answers in a row, an endpoint leaves the rotation for
 //!   `--eject-time`, longer each time it is ejected again, never with more than half of the set
@@ -13,7 +13,7 @@
 //!   takes no calls at all, whatever the half rule says; when every endpoint of a backend is
 //!   down, its calls fail fast with UNAVAILABLE (gRPC's TRANSIENT_FAILURE for calls that do not
 //!   wait for ready), so a sick backend costs a call only its own part, at once.
-//! - [`health`]: one health check at a time finds a down (or connection-ejected) endpoint back.
+//! - `health`: one health check at a time finds a down (or connection-ejected) endpoint back.
 //!
 //! The set is shared by every runtime that calls the backend; each runtime keeps its own
 //! channels to the endpoints (see [`super::balance`]).
