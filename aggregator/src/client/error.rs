@@ -98,8 +98,8 @@ impl CallError {
     /// one) carries the cause in its source chain, which the message then spells out ("tcp
     /// connect error: Connection refused"). tonic reports a connection that broke under the call
     /// as UNKNOWN, or as CANCELLED when it closed before the request left, and a call the server
-    /// turned away with GOAWAY by the GOAWAY's reason; the gRPC spec calls all three UNAVAILABLE,
-    /// and so do we (so they are retried). tonic's own client-side timer
+    /// turned away with GOAWAY or a reset stream (REFUSED_STREAM) by the server's reason; the
+    /// gRPC spec calls all three UNAVAILABLE, and so do we (so they are retried). tonic's own client-side timer
     /// (`TimeoutExpired`, from the grpc-timeout we send) stays CANCELLED: the attempt timeout
     /// layer above knows it for what it is.
     pub fn from_status(status: Status) -> Self {
@@ -107,13 +107,15 @@ impl CallError {
             return CallError::Status(status);
         };
         let mut message = status.message().to_owned();
-        let (mut timer, mut goaway) = (false, false);
+        let (mut timer, mut turned_away) = (false, false);
         let mut next: Option<&(dyn std::error::Error + 'static)> = Some(source);
         while let Some(e) = next {
             timer |= e.is::<tonic::TimeoutExpired>();
-            goaway |= e
+            // The server turned the call away, by GOAWAY or by resetting its stream (a
+            // REFUSED_STREAM past its stream limit): it is there, and answered.
+            turned_away |= e
                 .downcast_ref::<h2::Error>()
-                .is_some_and(|h2| h2.is_go_away() && h2.is_remote());
+                .is_some_and(|h2| (h2.is_go_away() || h2.is_reset()) && h2.is_remote());
             let part = e.to_string();
             // tonic's own label says nothing the rest of the chain does not.
             if part != "transport error" && !message.contains(&part) {
@@ -125,9 +127,10 @@ impl CallError {
             next = e.source();
         }
         match status.code() {
-            // h2 fails a stream with the server's GOAWAY only when the server did not take it:
-            // the server is there, and turned the call away.
-            _ if goaway => CallError::Status(Status::unavailable(message)),
+            // h2 fails a stream with the server's GOAWAY only when the server did not take it,
+            // and with the server's RST_STREAM when the server reset it: either way the server
+            // is there, and turned the call away (UNAVAILABLE, retried, not a lost connection).
+            _ if turned_away => CallError::Status(Status::unavailable(message)),
             // tonic's own timer for the grpc-timeout we sent: the timeout layer above sees it.
             Code::Cancelled if timer => CallError::Status(Status::new(Code::Cancelled, message)),
             Code::Unknown | Code::Cancelled | Code::Unavailable => {
