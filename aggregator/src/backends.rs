@@ -1,6 +1,7 @@
 //! The aggregator's backends: `--backend NAME=URL` checked, and each backend's client stack
 //! (see [`crate::client`]) built over a lazily connected tonic channel.
 
+use fanout_server::metrics::Durations;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -205,7 +206,13 @@ pub struct Backends(Vec<Backend>);
 impl Backends {
     /// Each configured backend's stack, over channels that connect on first use (`https://`
     /// ones with `tls`), on the runtime this is called on.
-    pub fn connect(config: &Config, cache: Option<ReplyCache>, tls: &ClientTls) -> Self {
+    /// With `durations`, each backend records its attempts there.
+    pub fn connect(
+        config: &Config,
+        cache: Option<ReplyCache>,
+        tls: &ClientTls,
+        durations: Option<&Durations>,
+    ) -> Self {
         let keepalive = Keepalive {
             interval: config.keepalive_interval,
             timeout: config.keepalive_timeout,
@@ -221,7 +228,8 @@ impl Backends {
                         config.backend_concurrency,
                         config.queue_timeout,
                         cache.clone(),
-                    );
+                    )
+                    .with_metrics(durations);
                     let replicas = Replicas::start(
                         state.name.clone(),
                         &urls,

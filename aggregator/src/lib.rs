@@ -25,6 +25,7 @@ pub mod cli;
 pub mod client;
 pub mod error;
 pub mod fanout;
+pub mod metrics;
 pub mod request;
 pub mod service;
 
@@ -35,6 +36,7 @@ use std::time::Duration;
 
 use fanout_proto::v1::Fanout;
 use fanout_proto::v1::aggregator_server::AggregatorServer;
+use fanout_server::metrics::Metrics;
 use fanout_server::thread::ServerThread;
 use fanout_server::{ConnLimits, Counters, ServeError, Server};
 use fanout_tls::{ClientTls, ClientTlsFiles, ServerTlsFiles};
@@ -95,6 +97,8 @@ pub struct Config {
     pub tls: Option<ServerTlsFiles>,
     /// What one client connection may do.
     pub limits: ConnLimits,
+    /// Serve Prometheus metrics at `/metrics` on this address; off without.
+    pub metrics_listen: Option<SocketAddr>,
     /// Whom to trust, and what certificate to show, when calling `https://` backends.
     pub backend_tls: ClientTlsFiles,
 }
@@ -132,10 +136,21 @@ impl Default for Config {
             grace_period: Duration::from_secs(10),
             tls: None,
             limits: ConnLimits::default(),
+            metrics_listen: None,
             backend_tls: ClientTlsFiles::default(),
         }
     }
 }
+
+/// The methods whose metric series are resolved at start.
+const METHODS: &[&str] = &[
+    "/fanout.v1.Aggregator/Aggregate",
+    "/fanout.v1.Aggregator/AggregateStream",
+    "/fanout.v1.Aggregator/ClearCache",
+    "/fanout.v1.Aggregator/Stats",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
 
 /// Serves the aggregator on `listener` until `shutdown` resolves, then drains in-flight calls
 /// for at most the grace period. Backend channels connect lazily: the aggregator starts even
@@ -155,15 +170,26 @@ pub async fn run(
     // Our own files first: a bad certificate stops the aggregator before it serves anything.
     let backend_tls = ClientTls::load(&config.backend_tls)?;
     let counters = Arc::new(Counters::default());
-    let server = Server {
+    let mut server = Server {
         service_name: <AggregatorServer<AggregatorService> as NamedService>::NAME,
         counters: counters.clone(),
         drain_delay: config.drain_delay,
         grace: config.grace_period,
         tls: config.tls.clone(),
         limits: config.limits,
+        metrics: None,
     };
-    let service = AggregatorServer::new(AggregatorService::new(config, counters, backend_tls))
+    let service = match config.metrics_listen {
+        None => AggregatorService::new(config, counters, backend_tls, None),
+        Some(addr) => {
+            let (mut registry, calls) = Metrics::base(counters.clone(), METHODS);
+            let service =
+                AggregatorService::new(config, counters, backend_tls, Some(&mut registry));
+            server.metrics = Some((addr, Metrics::new(registry, calls)));
+            service
+        }
+    };
+    let service = AggregatorServer::new(service)
         .max_decoding_message_size(fanout_proto::limits::MAX_MESSAGE_BYTES);
     server.serve(Routes::new(service), listener, shutdown).await
 }

@@ -160,7 +160,7 @@ mod tests {
             allow_overrides,
             ..Config::new(specs)
         };
-        let backends = Backends::connect(&config, None, &fanout_tls::ClientTls::system());
+        let backends = Backends::connect(&config, None, &fanout_tls::ClientTls::system(), None);
         (config, backends)
     }
 
@@ -348,7 +348,7 @@ mod properties {
                     .map(|s| s.parse().unwrap())
                     .collect();
                 let config = Config { allow_overrides: allow, ..Config::new(specs) };
-                let backends = Backends::connect(&config, None, &fanout_tls::ClientTls::system());
+                let backends = Backends::connect(&config, None, &fanout_tls::ClientTls::system(), None);
                 match plan(&config, &backends, &req, caller_ms.map(Duration::from_millis)) {
                     Ok(p) => {
                         prop_assert!(p.deadline - p.started <= config.deadline);

@@ -24,7 +24,9 @@ use crate::client::limit::Reservation;
 use crate::client::{ReplyCache, StackCounters};
 use crate::error::RequestError;
 use crate::fanout::{Gather, Tally};
+use crate::metrics;
 use crate::request::{self, Plan};
+use fanout_server::metrics::Registry;
 
 /// The aggregator service. Must be created inside a tokio runtime (it opens the channels).
 #[derive(Debug)]
@@ -35,8 +37,8 @@ pub struct AggregatorService {
     gate: Gate,
     cache: Option<ReplyCache>,
     counters: Arc<Counters>,
-    /// Calls refused past `--max-in-flight`.
-    shed: AtomicU64,
+    /// Calls refused at the door (shared with the metrics).
+    shed: Arc<AtomicU64>,
     /// When the last "shedding" warning was logged (ms since the epoch), to log at most one a
     /// second under overload.
     last_shed_warning: AtomicU64,
@@ -52,16 +54,44 @@ struct Admitted {
 }
 
 impl AggregatorService {
-    /// Calls `https://` backends with `backend_tls`.
-    pub fn new(config: Config, counters: Arc<Counters>, backend_tls: ClientTls) -> Self {
+    /// Calls `https://` backends with `backend_tls`; with a `registry`, registers the
+    /// aggregator's series there (see [`crate::metrics`]).
+    pub fn new(
+        config: Config,
+        counters: Arc<Counters>,
+        backend_tls: ClientTls,
+        registry: Option<&mut Registry>,
+    ) -> Self {
         let cache = Cache::new(config.cache_ttl);
-        let backends = Arc::new(Backends::connect(&config, cache.clone(), &backend_tls));
+        let shed = Arc::new(AtomicU64::new(0));
+        let backends = match registry {
+            None => Arc::new(Backends::connect(
+                &config,
+                cache.clone(),
+                &backend_tls,
+                None,
+            )),
+            Some(registry) => {
+                let durations = metrics::attempt_durations(registry);
+                let backends = Arc::new(Backends::connect(
+                    &config,
+                    cache.clone(),
+                    &backend_tls,
+                    Some(&durations),
+                ));
+                registry.register_collector(Box::new(metrics::Scraped {
+                    backends: backends.clone(),
+                    shed: shed.clone(),
+                }));
+                backends
+            }
+        };
         Self {
             gate: Gate::new(config.max_in_flight),
             gather: Gather::new(backends),
             cache,
             counters,
-            shed: AtomicU64::new(0),
+            shed,
             config,
             last_shed_warning: AtomicU64::new(0),
         }

@@ -68,6 +68,11 @@ pub struct Cli {
     #[arg(long, env = "BACKEND_GRACE_PERIOD", default_value_t = Config::default().grace_period.into(), value_parser = human_duration)]
     pub grace_period: HumanDuration,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 0.0.0.0:9464 in a container); off
+    /// when absent. docs/metrics.md lists the series.
+    #[arg(long, env = "BACKEND_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     #[command(flatten)]
     pub tls: ServerTlsArgs,
 
@@ -93,6 +98,7 @@ impl Cli {
             grace_period: self.grace_period.into(),
             tls: self.tls.files(),
             limits: self.limits.limits(),
+            metrics_listen: self.metrics_listen,
         }
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod latency;
+pub mod metrics;
 pub mod service;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use fanout_proto::v1::Mode;
 use fanout_proto::v1::backend_server::BackendServer;
+use fanout_server::metrics::Metrics;
 use fanout_server::thread::ServerThread;
 use fanout_server::{ConnLimits, Counters, ServeError, Server};
 use fanout_tls::ServerTlsFiles;
@@ -59,6 +61,8 @@ pub struct Config {
     pub tls: Option<ServerTlsFiles>,
     /// What one client connection may do.
     pub limits: ConnLimits,
+    /// Serve Prometheus metrics at `/metrics` on this address; off without.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -75,9 +79,18 @@ impl Default for Config {
             grace_period: Duration::from_secs(10),
             tls: None,
             limits: ConnLimits::default(),
+            metrics_listen: None,
         }
     }
 }
+
+/// The methods whose metric series are resolved at start.
+const METHODS: &[&str] = &[
+    "/fanout.v1.Backend/Fetch",
+    "/fanout.v1.Backend/Stats",
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+];
 
 /// Serves the backend on `listener` until `shutdown` resolves, then drains in-flight calls for
 /// at most the grace period.
@@ -96,15 +109,23 @@ pub async fn run(
         "backend starting"
     );
     let counters = Arc::new(Counters::default());
-    let server = Server {
+    let metrics_listen = config.metrics_listen;
+    let mut server = Server {
         service_name: <BackendServer<BackendService> as NamedService>::NAME,
         counters: counters.clone(),
         drain_delay: config.drain_delay,
         grace: config.grace_period,
         tls: config.tls.clone(),
         limits: config.limits,
+        metrics: None,
     };
-    let service = BackendServer::new(BackendService::new(config, counters))
+    let mut service = BackendService::new(config, counters.clone());
+    if let Some(addr) = metrics_listen {
+        let (mut registry, calls) = Metrics::base(counters, METHODS);
+        service = service.with_metrics(&mut registry);
+        server.metrics = Some((addr, Metrics::new(registry, calls)));
+    }
+    let service = BackendServer::new(service)
         .max_decoding_message_size(fanout_proto::limits::MAX_MESSAGE_BYTES);
     server.serve(Routes::new(service), listener, shutdown).await
 }

@@ -16,6 +16,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::Config;
+use crate::metrics::FetchMetrics;
 
 /// The backend service; cheap to share, all state behind `Arc`s.
 #[derive(Debug)]
@@ -28,6 +29,8 @@ pub struct BackendService {
     cpu_pool: Semaphore,
     /// `--capacity`: the calls worked on at once; the rest wait their turn, in order.
     capacity: Option<Semaphore>,
+    /// With `--metrics-listen`: what each call drew and how long it took.
+    metrics: Option<FetchMetrics>,
 }
 
 /// What one call will do.
@@ -47,8 +50,15 @@ impl BackendService {
             seeded,
             cpu_pool: Semaphore::new(cores),
             capacity: config.capacity.map(Semaphore::new),
+            metrics: None,
             config,
         }
+    }
+
+    /// Records each call's delay and duration in `registry`'s series (`--metrics-listen`).
+    pub fn with_metrics(mut self, registry: &mut fanout_server::metrics::Registry) -> Self {
+        self.metrics = Some(FetchMetrics::register(registry));
+        self
     }
 
     /// Draws a latency and whether to fail, from the seeded generator if there is one.
@@ -169,7 +179,22 @@ impl Backend for BackendService {
         let caller_timeout = grpc_timeout(&req);
         let req = req.into_inner();
         let result = match self.plan(&req) {
-            Ok(plan) => self.serve(req, plan, caller_timeout).await,
+            Ok(plan) => {
+                let timing = self.metrics.as_ref().map(|m| {
+                    m.drew(plan.mode, plan.delay);
+                    m.start(plan.mode)
+                });
+                let result = self.serve(req, plan, caller_timeout).await;
+                if let Some(t) = timing {
+                    t.end(
+                        result
+                            .as_ref()
+                            .map_or_else(Status::code, |_| tonic::Code::Ok)
+                            as i32,
+                    );
+                }
+                result
+            }
             Err(status) => Err(status),
         };
         guard.finish(result.is_ok());

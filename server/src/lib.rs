@@ -11,6 +11,7 @@
 //! - [`shutdown`]: one future for SIGINT and SIGTERM.
 //! - [`counters`]: the call counters behind the `Stats` RPC, and the guard that keeps them.
 //! - [`lag`]: the runtime-lag monitor (asyncio's debug mode, for tokio).
+//! - [`metrics`]: the Prometheus registry, call-duration histograms and the `/metrics` endpoint.
 //! - [`process_time`]: the tower layer that adds `x-process-time` and logs each call.
 //! - [`deadline`]: the caller's `grpc-timeout`.
 //! - [`thread`]: a server on a runtime of its own, with its own worker count, on a thread (tests
@@ -23,6 +24,7 @@ pub mod counters;
 pub mod deadline;
 pub mod lag;
 pub mod limits;
+pub mod metrics;
 pub mod process_time;
 pub mod serve;
 pub mod shutdown;

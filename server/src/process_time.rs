@@ -8,10 +8,12 @@
 //! in the trailers after the last message (or, for a call that fails before any, in a
 //! trailers-only reply's headers), so the line waits for the response body's end to say which
 //! status the call ended with and how long the whole call took. A body dropped before its end
-//! (the client cancelled or hung up) is logged as CANCELLED.
+//! (the client cancelled or hung up) is logged as CANCELLED. With metrics on, the same end
+//! records the call in `rpc_server_call_duration_seconds` ([`crate::metrics`]).
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -19,17 +21,31 @@ use http::{HeaderMap, HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tower::{Layer, Service};
 
+use crate::metrics::{CallMethod, ServerCalls};
+
 /// The response header name.
 pub const HEADER: &str = "x-process-time";
 
 /// Adds [`HEADER`] to responses; see the module docs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessTimeLayer;
+#[derive(Debug, Clone, Default)]
+pub struct ProcessTimeLayer {
+    calls: Option<Arc<ServerCalls>>,
+}
+
+impl ProcessTimeLayer {
+    /// Also records every call's duration and status in `calls`.
+    pub fn recording(calls: Option<Arc<ServerCalls>>) -> Self {
+        ProcessTimeLayer { calls }
+    }
+}
 
 impl<S> Layer<S> for ProcessTimeLayer {
     type Service = ProcessTime<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ProcessTime { inner }
+        ProcessTime {
+            inner,
+            calls: self.calls.clone(),
+        }
     }
 }
 
@@ -37,6 +53,7 @@ impl<S> Layer<S> for ProcessTimeLayer {
 #[derive(Debug, Clone)]
 pub struct ProcessTime<S> {
     inner: S,
+    calls: Option<Arc<ServerCalls>>,
 }
 
 impl<S, B, RB> Service<Request<B>> for ProcessTime<S>
@@ -54,10 +71,15 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         // Only pay for the path when the per-call log line will be written.
         let path = tracing::enabled!(tracing::Level::DEBUG).then(|| req.uri().path().to_owned());
+        let record = self.calls.as_ref().map(|calls| {
+            let method = calls.method(req.uri().path());
+            (calls.clone(), method)
+        });
         ResponseFuture {
             inner: self.inner.call(req),
             start: Instant::now(),
             path,
+            record,
         }
     }
 }
@@ -69,6 +91,17 @@ pin_project_lite::pin_project! {
         inner: F,
         start: Instant,
         path: Option<String>,
+        record: Option<(Arc<ServerCalls>, CallMethod)>,
+    }
+
+    // A call whose handler was dropped before it answered (the client cancelled or hung up).
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(end) = CallEnd::new(this.path.take(), this.record.take(), *this.start) {
+                end.log(CANCELLED);
+            }
+        }
     }
 }
 
@@ -85,11 +118,7 @@ where
         if let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}ms")) {
             res.headers_mut().insert(HEADER, v);
         }
-        let end = this.path.take().and_then(|path| {
-            let end = CallEnd {
-                path,
-                start: *this.start,
-            };
+        let end = CallEnd::new(this.path.take(), this.record.take(), *this.start).and_then(|end| {
             // A trailers-only reply (a call that failed before any message) carries its status
             // in its headers, and its body ends without trailers.
             match grpc_status(res.headers()) {
@@ -109,17 +138,39 @@ fn grpc_status(map: &HeaderMap) -> Option<&str> {
     map.get("grpc-status").and_then(|v| v.to_str().ok())
 }
 
-/// What the call's log line needs once the call ends.
+/// What the call's log line and its metric need once the call ends.
 #[derive(Debug)]
 struct CallEnd {
-    path: String,
+    /// For the log line, when it is written.
+    path: Option<String>,
+    /// For the duration histogram, when metrics are on.
+    record: Option<(Arc<ServerCalls>, CallMethod)>,
     start: Instant,
 }
 
 impl CallEnd {
+    /// Something to do at the call's end, if anything.
+    fn new(
+        path: Option<String>,
+        record: Option<(Arc<ServerCalls>, CallMethod)>,
+        start: Instant,
+    ) -> Option<Self> {
+        (path.is_some() || record.is_some()).then_some(CallEnd {
+            path,
+            record,
+            start,
+        })
+    }
+
     fn log(self, grpc_status: &str) {
-        let took_ms = self.start.elapsed().as_secs_f64() * 1e3;
-        tracing::debug!(path = self.path, grpc_status, took_ms, "call");
+        let took = self.start.elapsed();
+        if let Some((calls, method)) = &self.record {
+            calls.observe(method, grpc_status.parse().unwrap_or(2), took);
+        }
+        if let Some(path) = self.path {
+            let took_ms = took.as_secs_f64() * 1e3;
+            tracing::debug!(path, grpc_status, took_ms, "call");
+        }
     }
 }
 
@@ -250,10 +301,18 @@ mod tests {
             async move { Ok::<_, std::convert::Infallible>(response) }
         });
         logged(|| {
-            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
             rt.block_on(async {
-                let mut svc = ProcessTimeLayer.layer(inner);
-                let res = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
+                let mut svc = ProcessTimeLayer::default().layer(inner);
+                let res = svc
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(Request::new(()))
+                    .await
+                    .unwrap();
                 assert!(res.headers().contains_key(HEADER));
                 let mut body = res.into_body();
                 while std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx))
@@ -266,7 +325,10 @@ mod tests {
 
     #[test]
     fn the_status_logged_is_the_one_in_the_trailers() {
-        let log = one_call(&[], vec![Frame::data(Bytes::from_static(b"x")), trailers("5")]);
+        let log = one_call(
+            &[],
+            vec![Frame::data(Bytes::from_static(b"x")), trailers("5")],
+        );
         assert!(log.contains("grpc_status=\"5\""), "{log}");
         assert_eq!(log.lines().count(), 1, "one line a call: {log}");
     }
@@ -282,7 +344,8 @@ mod tests {
         let log = logged(|| {
             let body = Frames(vec![Frame::data(Bytes::from_static(b"x")), trailers("0")].into());
             let end = CallEnd {
-                path: "/p".into(),
+                path: Some("/p".into()),
+                record: None,
                 start: Instant::now(),
             };
             drop(CallBody {
@@ -295,7 +358,10 @@ mod tests {
 
     #[test]
     fn a_success_logs_ok() {
-        let log = one_call(&[], vec![Frame::data(Bytes::from_static(b"x")), trailers("0")]);
+        let log = one_call(
+            &[],
+            vec![Frame::data(Bytes::from_static(b"x")), trailers("0")],
+        );
         assert!(log.contains("grpc_status=\"0\""), "{log}");
     }
 }

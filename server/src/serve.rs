@@ -19,6 +19,7 @@ use crate::conn::ConnLayer;
 use crate::counters::Counters;
 use crate::lag::LagMonitor;
 use crate::limits::ConnLimits;
+use crate::metrics::Metrics;
 use crate::process_time::ProcessTimeLayer;
 
 /// Why a server stopped with an error.
@@ -28,6 +29,11 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("cannot start the runtime-lag monitor: {0}")]
     LagMonitor(std::io::Error),
+    #[error("--metrics-listen: cannot listen on {addr}: {source}")]
+    MetricsListen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// A TLS file of ours is unusable; the error names the flag, the file and the problem.
@@ -57,6 +63,9 @@ pub struct Server {
     pub tls: Option<ServerTlsFiles>,
     /// What one connection may do.
     pub limits: ConnLimits,
+    /// Serve Prometheus metrics at `/metrics` on this address (`--metrics-listen`), and record
+    /// the server's calls; off without.
+    pub metrics: Option<(std::net::SocketAddr, Metrics)>,
 }
 
 impl Server {
@@ -70,6 +79,22 @@ impl Server {
     ) -> Result<(), ServeError> {
         // Our own files first: a bad certificate stops the server before it serves anything.
         let tls = self.tls.clone().map(ServerTls::load).transpose()?;
+        let (calls, _metrics) = match &self.metrics {
+            None => (None, None),
+            Some((addr, metrics)) => {
+                let listener =
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|source| ServeError::MetricsListen {
+                            addr: *addr,
+                            source,
+                        })?;
+                let at = listener.local_addr().unwrap_or(*addr);
+                tracing::info!(addr = %at, "serving metrics at /metrics");
+                let task = tokio::spawn(crate::metrics::serve(listener, metrics.registry.clone()));
+                (Some(metrics.calls.clone()), Some(AbortOnDrop(task)))
+            }
+        };
         let (mut health, health_service) = tonic_health::server::health_reporter();
         health
             .set_service_status(self.service_name, ServingStatus::Serving)
@@ -116,7 +141,7 @@ impl Server {
             .trace_fn(fanout_telemetry::propagation::server_span)
             // First: a call stands the connection's first-request timeout down.
             .layer(ConnLayer)
-            .layer(ProcessTimeLayer)
+            .layer(ProcessTimeLayer::recording(calls))
             .add_routes(routes);
         let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
             match &tls {

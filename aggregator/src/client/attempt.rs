@@ -11,6 +11,8 @@ use futures::future::{BoxFuture, FutureExt};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
+use fanout_server::metrics::ByCode;
+
 use super::error::{CallError, Failed, Phase};
 use super::{Answered, Bounded, StackCounters};
 
@@ -18,11 +20,17 @@ use super::{Answered, Bounded, StackCounters};
 #[derive(Debug, Clone)]
 pub struct AttemptLayer {
     counters: Arc<StackCounters>,
+    durations: Option<Arc<ByCode>>,
 }
 
 impl AttemptLayer {
-    pub fn new(counters: Arc<StackCounters>) -> Self {
-        AttemptLayer { counters }
+    /// Counts attempts in `counters`; records their durations in `durations` when metrics are
+    /// on.
+    pub fn new(counters: Arc<StackCounters>, durations: Option<Arc<ByCode>>) -> Self {
+        AttemptLayer {
+            counters,
+            durations,
+        }
     }
 }
 
@@ -32,6 +40,7 @@ impl<S> Layer<S> for AttemptLayer {
         Attempt {
             inner,
             counters: self.counters.clone(),
+            durations: self.durations.clone(),
         }
     }
 }
@@ -41,6 +50,7 @@ impl<S> Layer<S> for AttemptLayer {
 pub struct Attempt<S> {
     inner: S,
     counters: Arc<StackCounters>,
+    durations: Option<Arc<ByCode>>,
 }
 
 impl<S, M, R> Service<Bounded<M>> for Attempt<S>
@@ -90,10 +100,21 @@ where
             outcome = tracing::field::Empty,
         );
         let made = req.attempts_counter();
+        // From here to the answer, the wait for a slot included; an attempt dropped unanswered
+        // (a hedge that lost, a call cancelled) is recorded as CANCELLED.
+        let timer = self.durations.as_ref().map(ByCode::start);
         // Called inside the span: the client below sends this span's trace context.
         let call = span.in_scope(|| self.inner.call(req));
         async move {
-            match call.await {
+            let result = call.await;
+            if let Some(timer) = timer {
+                timer.end(
+                    result
+                        .as_ref()
+                        .map_or_else(|e| e.code(), |_| tonic::Code::Ok) as i32,
+                );
+            }
+            match result {
                 Ok(reply) => {
                     tracing::Span::current().record("outcome", "OK");
                     Ok(Answered {

@@ -153,6 +153,7 @@ where
             };
             return futures::future::ready(Ok(answer)).boxed();
         }
+        StackCounters::bump(&self.counters.cache_misses);
         let (call, cache) = (self.inner.call(req), self.cache.clone());
         async move {
             let answer = call.await?;

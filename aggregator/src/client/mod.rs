@@ -44,6 +44,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
+use fanout_server::metrics::{ByCode, Durations, rpc_labels};
 use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::retry::RetryLayer;
@@ -166,8 +167,9 @@ pub struct StackCounters {
     pub retries: AtomicU64,
     /// Retries the budget refused.
     pub retries_throttled: AtomicU64,
-    /// Replies served from the cache.
+    /// Replies served from the cache, and lookups that found nothing.
     pub cache_hits: AtomicU64,
+    pub cache_misses: AtomicU64,
     /// Hedges sent, won (answered first), and refused by the hedge budget.
     pub hedges: AtomicU64,
     pub hedges_won: AtomicU64,
@@ -197,6 +199,8 @@ pub struct StackState {
     pub cache: Option<ReplyCache>,
     /// This backend's hedging: its policy, budget and recent latencies.
     pub hedging: Arc<Hedging>,
+    /// With metrics on: each attempt's duration by status (`rpc_client_call_duration_seconds`).
+    pub attempt_durations: Option<Arc<ByCode>>,
 }
 
 impl StackState {
@@ -218,9 +222,23 @@ impl StackState {
             hedging: Arc::new(Hedging::new(hedge, counters.clone())),
             counters,
             cache,
+            attempt_durations: None,
         }
     }
+
+    /// Records each attempt's duration and status in `durations`, labelled with this backend.
+    pub fn with_metrics(mut self, durations: Option<&Durations>) -> Self {
+        self.attempt_durations = durations.map(|d| {
+            let mut labels = vec![("backend", self.name.to_string())];
+            labels.extend(rpc_labels(FETCH_PATH));
+            Arc::new(d.by_code(labels))
+        });
+        self
+    }
 }
+
+/// The method every attempt calls.
+const FETCH_PATH: &str = "/fanout.v1.Backend/Fetch";
 
 /// One backend's whole client, type-erased so every backend's is the same type.
 pub type BackendStack = BoxCloneSyncService<Bounded<FetchRequest>, Answered<FetchReply>, Failed>;
@@ -255,7 +273,10 @@ where
         // attempt, so a hedge is an attempt of its own (span, slot, timeout, another replica).
         .layer(HedgeLayer::new(state.hedging.clone()))
         // Once per attempt: the span, the count, the check that time is left.
-        .layer(AttemptLayer::new(state.counters.clone()))
+        .layer(AttemptLayer::new(
+            state.counters.clone(),
+            state.attempt_durations.clone(),
+        ))
         // Above the timeout, so the wait for a slot is not charged to the attempt's own timeout
         // (a queue is not the backend being slow) but only to the call's deadline.
         .layer(ConcurrencyLimitLayer::new(state.limiter.clone()))

@@ -91,6 +91,8 @@ pub struct Replica {
     unreachable: Mutex<Option<String>>,
     /// Whether a health check loop runs for it (one at a time).
     probing: AtomicBool,
+    /// Times it was found unreachable or silent.
+    pub down_verdicts: AtomicU32,
 }
 
 #[derive(Debug, Default)]
@@ -120,6 +122,7 @@ impl Replica {
             connect_failures: AtomicU32::new(0),
             unreachable: Mutex::new(None),
             probing: AtomicBool::new(false),
+            down_verdicts: AtomicU32::new(0),
         }
     }
 
@@ -408,6 +411,7 @@ impl Replicas {
                 let ejected = n >= self.policy.eject_after && self.eject(r);
                 let down = connection && r.connect_failures.fetch_add(1, Relaxed) + 1 == DOWN_AFTER;
                 if down {
+                    r.down_verdicts.fetch_add(1, Relaxed);
                     tracing::warn!(
                         backend = &*self.backend,
                         endpoint = r.addr,
@@ -427,6 +431,7 @@ impl Replicas {
             Verdict::GivenUp => {
                 r.failed.fetch_add(1, Relaxed);
                 if r.silence.given_up(took) {
+                    r.down_verdicts.fetch_add(1, Relaxed);
                     tracing::warn!(
                         backend = &*self.backend,
                         endpoint = r.addr,

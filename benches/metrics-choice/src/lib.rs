@@ -1,0 +1,1 @@
+//! Empty: the measurements are in benches/record.rs.
