@@ -5,7 +5,10 @@
 # liveness probes; terminationGracePeriodSeconds above --drain-delay + --grace-period; resource
 # requests and limits; a non-root, read-only, capability-free security context; every env var a
 # flag of the binary it configures (read from its --help), and every backend URL a Service here;
-# and the loadgen Job (deploy/k8s/loadgen-job.yaml, applied on its own).
+# metrics: each server's pod template carries the prometheus.io/scrape, /port and /path
+# annotations (strings), its container a port named `metrics` on that port, and
+# <BINARY>_METRICS_LISTEN listens on it on every interface; and the loadgen Job
+# (deploy/k8s/loadgen-job.yaml, applied on its own).
 #
 # Usage: scripts/check-k8s.sh [BIN_DIR]   (BIN_DIR holds backend/aggregator/loadgen for the
 # env var check; default target/debug, skipped with a note when they are not built)
@@ -73,6 +76,19 @@ def check_deployment(name, binary, port, service):
     grace = duration(env.get(f"{prefix}_GRACE_PERIOD", "10s")) or 10
     tgps = pod.get("terminationGracePeriodSeconds", 30)
     need(tgps > drain + grace, f"{name}: terminationGracePeriodSeconds {tgps} <= drain {drain} + grace {grace}")
+    # Metrics: Prometheus' pod annotations, the named port they point at, the listener on it.
+    ann = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    for k, v in ann.items():
+        need(isinstance(v, str), f"{name}: annotation {k} is {v!r}, not a string (quote it)")
+    need(ann.get("prometheus.io/scrape") == "true", f'{name}: no annotation prometheus.io/scrape: "true"')
+    need(ann.get("prometheus.io/path") == "/metrics", f"{name}: no annotation prometheus.io/path: /metrics")
+    mport = [p for p in c.get("ports", []) if p.get("name") == "metrics"]
+    need(len(mport) == 1 and mport[0].get("containerPort") == 9464,
+         f"{name}: no container port named metrics on 9464")
+    need(ann.get("prometheus.io/port") == "9464", f'{name}: no annotation prometheus.io/port: "9464"')
+    listen = env.get(f"{prefix}_METRICS_LISTEN", "")
+    need(listen == "0.0.0.0:9464",
+         f"{name}: {prefix}_METRICS_LISTEN is {listen!r}, not 0.0.0.0:9464 (the metrics port, every interface)")
     helpfile = f"{path}.{binary}.help"
     if os.path.exists(helpfile):
         help_text = open(helpfile).read()

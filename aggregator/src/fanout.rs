@@ -23,7 +23,7 @@ use tonic::Code;
 use tracing::Instrument;
 
 use crate::backends::{Backend, Backends};
-use crate::client::Bounded;
+use crate::client::{Bounded, StackCounters};
 use crate::client::error::{CallError, Failed};
 use crate::client::limit::Reservation;
 use crate::request::Plan;
@@ -193,6 +193,11 @@ fn result(
     attempts: u32,
     from_cache: bool,
 ) -> BackendResult {
+    let code = match &outcome {
+        Outcome::Reply(_) => 0,
+        Outcome::Failure(f) => usize::try_from(f.code).unwrap_or(2).min(16),
+    };
+    StackCounters::bump(&backend.counters().results[code]);
     BackendResult {
         backend: backend.name.clone(),
         outcome: Some(outcome),

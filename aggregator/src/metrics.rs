@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use fanout_server::metrics::{Durations, Registry, counter, counters, gauges};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 
 use crate::backends::{Backend, Backends};
 use crate::client::StackCounters;
@@ -94,6 +95,24 @@ impl Collector for Scraped {
         for (name, help, count) in stack {
             counters(&mut e, name, help, self.per_counter(count))?;
         }
+        let mut results = e.encode_descriptor(
+            "fanout_backend_results",
+            "The backend's parts of calls, by the gRPC status each ended with (after retries and \
+             hedges)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for b in self.backends.iter() {
+            for (code, n) in b.counters().results.iter().enumerate() {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let code = code.to_string();
+                    let labels = [("backend", &*b.name), ("rpc_grpc_status_code", &*code)];
+                    ConstCounter::new(n).encode(results.encode_family(&labels)?)?;
+                }
+            }
+        }
+        drop(results);
         let limiter = |b: &Backend| b.limiter().clone();
         gauges(
             &mut e,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use fanout_proto::v1::Mode;
 use fanout_server::metrics::{ByCode, Durations, Registry, Timer, register_histograms};
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 
 const MODES: [Mode; 4] = [Mode::Async, Mode::Blocking, Mode::SpawnBlocking, Mode::Cpu];
 
@@ -23,7 +24,14 @@ fn index(mode: Mode) -> usize {
 }
 
 impl FetchMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
+    /// Registers the series, and `fanout_backend_info{name}` (1) so that a dashboard can tell
+    /// backends apart by the name the aggregator calls them by.
+    pub fn register(registry: &mut Registry, name: &str) -> Self {
+        registry.register(
+            "fanout_backend",
+            "This backend's --name",
+            Info::new(vec![("name", name.to_owned())]),
+        );
         let durations = Durations::register(
             registry,
             "fanout_fetch_duration",

@@ -57,7 +57,7 @@ impl BackendService {
 
     /// Records each call's delay and duration in `registry`'s series (`--metrics-listen`).
     pub fn with_metrics(mut self, registry: &mut fanout_server::metrics::Registry) -> Self {
-        self.metrics = Some(FetchMetrics::register(registry));
+        self.metrics = Some(FetchMetrics::register(registry, &self.config.name));
         self
     }
 

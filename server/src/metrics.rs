@@ -44,9 +44,10 @@ use tokio::net::TcpListener;
 use crate::counters::Counters;
 
 /// Histogram buckets for durations, in seconds: from the sub-millisecond answers of a local
-/// backend to the seconds of a deadline.
-pub const DURATION_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// backend to the longest deadline a deployment here sets (60 s).
+pub const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 /// A label set: names and values.

@@ -174,6 +174,9 @@ pub struct StackCounters {
     pub hedges: AtomicU64,
     pub hedges_won: AtomicU64,
     pub hedges_refused: AtomicU64,
+    /// The backend's parts of calls, by the gRPC code each ended with (retries and hedges
+    /// included: one count per part).
+    pub results: [AtomicU64; 17],
 }
 
 impl StackCounters {
