@@ -23,9 +23,9 @@ use tonic::Code;
 use tracing::Instrument;
 
 use crate::backends::{Backend, Backends};
-use crate::client::{Bounded, StackCounters};
 use crate::client::error::{CallError, Failed};
 use crate::client::limit::Reservation;
+use crate::client::{Bounded, StackCounters};
 use crate::request::Plan;
 
 /// Runs plans against the backends: gathers each target backend's result as a stream.

@@ -112,7 +112,6 @@ impl Collector for Scraped {
                 }
             }
         }
-        drop(results);
         let limiter = |b: &Backend| b.limiter().clone();
         gauges(
             &mut e,

@@ -27,6 +27,7 @@
 //! several machines; [`tail()`] measures what hedging does to heavy tails, [`overload()`] what
 //! adaptive limits do under overload, and [`resilience()`] every mechanism against every fault,
 //! the defaults beside the alternatives, with the rules the defaults must keep.
+//! [`watch()`] shows a running aggregator live, from its Prometheus metrics.
 #![forbid(unsafe_code)]
 
 pub mod caller;
@@ -51,6 +52,7 @@ pub mod stats;
 pub mod tail;
 pub mod target;
 pub mod theory;
+pub mod watch;
 pub mod workers;
 
 pub use crate::compare::compare;
@@ -59,3 +61,4 @@ pub use crate::overload::overload;
 pub use crate::resilience::resilience;
 pub use crate::run::run;
 pub use crate::tail::tail;
+pub use crate::watch::watch;

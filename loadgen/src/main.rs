@@ -25,11 +25,15 @@ fn main() -> anyhow::Result<()> {
         fanout_telemetry::init_with(&cli.telemetry, "loadgen", "error", 0.01)
             .map_err(anyhow::Error::msg)?
     };
+    // `watch` measures nothing of its own: Ctrl-C just ends it.
+    let reports = !matches!(cli.command, Command::Watch(_));
     let outcome = runtime.block_on(async {
         let (stop_tx, stop) = watch::channel(false);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping, then reporting what was measured");
+                if reports {
+                    eprintln!("\ninterrupted: stopping, then reporting what was measured");
+                }
                 let _ = stop_tx.send(true);
             }
         });
@@ -65,6 +69,7 @@ fn main() -> anyhow::Result<()> {
                 loadgen::report::print_run(&report);
                 write_outputs(&report, args.json.as_deref(), args.chart.as_deref())?;
             }
+            Command::Watch(args) => loadgen::watch(args, stop).await?,
             Command::Health(args) => {
                 let url = loadgen::target::normalize_url(&args.url);
                 let tls = fanout_tls::ClientTls::load(&args.tls.files())?;

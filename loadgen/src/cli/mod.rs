@@ -69,6 +69,11 @@ pub enum Command {
     /// Exit 0 when the server at URL reports SERVING on grpc.health.v1, 1 otherwise: for
     /// container healthchecks and scripts.
     Health(HealthArgs),
+    /// A running aggregator, live, from its Prometheus metrics: every --interval, its calls/s,
+    /// errors and shed calls, and per backend the attempts' rate, errors, p50/p99, concurrency
+    /// limit, calls in flight, shed calls, retries, hedges and each replica's share.
+    #[command(long_about = WATCH_HELP)]
+    Watch(WatchArgs),
 }
 
 impl Command {
@@ -80,7 +85,7 @@ impl Command {
             Command::Tail(a) => a.runtime.threads,
             Command::Overload(a) => a.runtime.threads,
             Command::Resilience(a) => a.runtime.threads,
-            Command::Merge(_) | Command::Health(_) => Some(1),
+            Command::Merge(_) | Command::Health(_) | Command::Watch(_) => Some(1),
         }
     }
 }
@@ -103,6 +108,52 @@ pub struct HealthArgs {
     /// For an https:// URL.
     #[command(flatten)]
     pub tls: ClientTlsArgs,
+}
+
+/// `loadgen watch --help`: where each figure comes from.
+const WATCH_HELP: &str = "\
+A running aggregator, live, from its Prometheus metrics (its --metrics-listen): every --interval,
+its calls/s, errors and shed calls, and per backend the attempts' rate, errors, p50/p99,
+concurrency limit, calls in flight, shed calls, retries, hedges and each replica's share.
+
+Every figure but limit and in flight is the change between two scrapes, over the last interval,
+so the first snapshot comes one interval after the first scrape; `-`: nothing in the interval to
+measure it by.
+
+The first line: Aggregate and AggregateStream calls answered per second and the share not OK
+(rpc_server_call_duration_seconds_count), and calls shed at the door (fanout_calls_shed_total).
+Then a row per backend (label `backend`):
+  calls/s    attempts (first tries, retries, hedges) that ended, per second: the increase of
+             rpc_client_call_duration_seconds_count, summed over status codes
+  errors     the share of those whose rpc_grpc_status_code is not 0
+  p50, p99   of those, from the histogram buckets' increases, interpolated within a bucket as
+             Prometheus' histogram_quantile does
+  limit      fanout_backend_concurrency_limit, now
+  in flight  fanout_backend_in_flight_calls, now
+  shed       fanout_backend_door_refused_total + fanout_backend_limit_refused_total
+  retries    fanout_backend_retries_total
+  hedges     fanout_backend_hedges_total
+  replicas   each endpoint's share of fanout_endpoint_attempts_total
+
+On a terminal the screen is redrawn for each snapshot; piped, snapshots follow one another, a
+blank line between. If the first scrape fails, watch exits 1 with the reason; a later failure
+prints a line on stderr and watch keeps trying.";
+
+/// `loadgen watch`.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// The aggregator's metrics endpoint (its --metrics-listen), e.g. http://127.0.0.1:9464
+    /// (or 127.0.0.1:9464); /metrics is the path when the URL has none.
+    #[arg(long, env = "LOADGEN_WATCH_TARGET", value_parser = crate::watch::metrics_url)]
+    pub target: http::Uri,
+
+    /// How often to scrape and print; each snapshot covers the interval before it.
+    #[arg(long, env = "LOADGEN_WATCH_INTERVAL", default_value = "2s", value_parser = positive_duration)]
+    pub interval: Duration,
+
+    /// Print this many snapshots, then exit 0 (for scripts); without it, refresh until Ctrl-C.
+    #[arg(long, env = "LOADGEN_WATCH_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 }
 
 /// The loadgen's own threads, for the subcommands that drive load.
@@ -368,6 +419,11 @@ mod tests {
             (&["resilience", "--configs", "on"], "invalid value 'on'"),
             (&["resilience", "--capacity", "0"], "--capacity"),
             (&["resilience", "--tail-rate", "0"], "is not a rate"),
+            (&["watch"], "--target <TARGET>"),
+            (&["watch", "--target", "ftp://h:1"], "not an http:// URL"),
+            (&["watch", "--target", "https://h:1"], "plain http"),
+            (&["watch", "--target", "h:1", "--interval", "0s"], "zero"),
+            (&["watch", "--target", "h:1", "--count", "0"], "--count"),
         ] {
             let err = parse(args).unwrap_err().to_string();
             assert!(err.contains(want), "{args:?}: {err}");
