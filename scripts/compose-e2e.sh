@@ -6,6 +6,7 @@
 #   - Aggregate from the host (grpcurl, plaintext, reflection) has results for fast, slow, flaky
 #   - `up --scale backend-fast=3`: the aggregator resolves backend-fast to three addresses and
 #     spreads its calls over them (each replica's own Stats, asked at its container address)
+#   - `loadgen watch` in its container reads the aggregator's /metrics (port 9464);
 #   - the loadgen container (`run --rm loadgen ...`) reports calls/s, the README's loads (32
 #     callers, and the service's own 200 calls/s) get no call refused, and its compare writes
 #     the report into the mounted out directory
@@ -284,6 +285,21 @@ if grep -q RESOURCE_EXHAUSTED "$tmp/loadgen.log" "$tmp/loadgen-open.log"; then
   fail "the defaults refused calls of the README's loads (RESOURCE_EXHAUSTED)"
 fi
 pass "the README's loads (32 callers; 200 calls/s): no call refused"
+
+# ---- metrics ----------------------------------------------------------------------------------
+# The aggregator's /metrics on the compose network, read by the README's `loadgen watch` while
+# the loadgen container drives some load.
+say "run --rm loadgen watch --target http://aggregator:9464 --interval 1s --count 2 (under load)"
+bounded 60 "${CC[@]}" run --rm -T loadgen run --target http://aggregator:50051 --rate 100 -d 4s >/dev/null 2>&1 &
+load_pid=$!
+if bounded 60 "${CC[@]}" run --rm -T loadgen watch --target http://aggregator:9464 --interval 1s --count 2 >"$tmp/watch.log" 2>&1 &&
+  grep -qE '^fast ' "$tmp/watch.log" && grep -qE '^slow ' "$tmp/watch.log" && grep -qE '^flaky ' "$tmp/watch.log"; then
+  sed 's/^/  /' "$tmp/watch.log" | tail -5
+  pass "the aggregator's metrics, read by loadgen watch in its container: a row for fast, slow and flaky"
+else
+  cat "$tmp/watch.log"; wait "$load_pid" || true; fail "loadgen watch against the aggregator's metrics"
+fi
+wait "$load_pid" || true
 
 say "run --rm loadgen compare (a reduced matrix) into the mounted out directory"
 if bounded 120 "${CC[@]}" run --rm -T loadgen compare --target http://aggregator:50051 --latency 20ms \
