@@ -142,3 +142,6 @@ where
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -161,3 +161,6 @@ impl Service<Bounded<FetchRequest>> for Balance {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests;

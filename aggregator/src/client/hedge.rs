@@ -243,7 +243,13 @@ where
         };
         async move {
             let mut running = FuturesUnordered::new();
-            running.push(timed(inner.clone(), req.clone(), hedging.clone()).boxed());
+            // Each attempt out, tagged with whether it is a hedge (attempt numbers count across
+            // the retries of a call, so a number alone cannot say).
+            running.push(
+                timed(inner.clone(), req.clone(), hedging.clone())
+                    .map(|r| (false, r))
+                    .boxed(),
+            );
             let mut hedges = 0;
             let mut next = Some(Instant::now() + delay);
             loop {
@@ -256,18 +262,18 @@ where
                 tokio::select! {
                     biased;
                     done = running.next() => match done {
-                        Some(Ok(answer)) => {
-                            if answer.winner > 1 && hedges > 0 {
+                        Some((hedge, Ok(answer))) => {
+                            if hedge {
                                 StackCounters::bump(&hedging.counters.hedges_won);
                             }
                             // Dropping `running` cancels the attempts still out.
                             return Ok(Answered { hedged: hedges > 0, ..answer });
                         }
-                        Some(Err(failed)) if running.is_empty() => {
+                        Some((_, Err(failed))) if running.is_empty() => {
                             return Err(Failed { hedged: hedges > 0, ..failed });
                         }
                         // Another attempt is still out: its answer may yet come.
-                        Some(Err(_)) => {}
+                        Some((_, Err(_))) => {}
                         None => unreachable!("an attempt is always running until one ends the call"),
                     },
                     () = hedge_due => {
@@ -283,7 +289,7 @@ where
                         StackCounters::bump(&hedging.counters.hedges);
                         let mut copy = req.clone();
                         copy.hedge = true;
-                        running.push(timed(inner.clone(), copy, hedging.clone()).boxed());
+                        running.push(timed(inner.clone(), copy, hedging.clone()).map(|r| (true, r)).boxed());
                         if hedges < hedging.policy.max_hedges {
                             next = Some(Instant::now() + delay);
                         }
@@ -354,3 +360,6 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod layer_tests;

@@ -37,6 +37,8 @@ pub mod limit;
 pub mod replicas;
 pub mod retry;
 pub mod silence;
+#[cfg(test)]
+mod testing;
 pub mod timeout;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};

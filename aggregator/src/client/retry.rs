@@ -191,3 +191,6 @@ mod tests {
         assert_eq!(allowed, 30);
     }
 }
+
+#[cfg(test)]
+mod layer_tests;

@@ -89,3 +89,6 @@ fn timed_out(attempt: u32, limit: Duration, own: bool) -> CallError {
         CallError::Deadline(Phase::DuringAttempt)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -161,3 +161,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod layer_tests;
