@@ -39,6 +39,25 @@ use tonic::Status;
 
 use crate::grpc;
 
+/// How many times a call the server refused unprocessed (REFUSED_STREAM) is sent, in all, before
+/// it counts as UNAVAILABLE.
+pub const MAX_ATTEMPTS: u32 = 10;
+
+/// The wait before sending a refused call again as its `attempt`th try: none before the second
+/// (a refusal is most often a race with the server's count of the streams that just closed,
+/// which one round trip settles), then about 1 ms, doubling up to 128 ms, 10 tries taking a
+/// quarter of a second in all. A server that stays at its limit (its threads busy, the calls it
+/// finished not yet counted out) gets time to catch up, instead of a refusal per round trip:
+/// while one stream waits, others of the connection take the slot its refusal freed, so waits
+/// only measured in round trips would be used up in a moment. Jittered (from half to all of
+/// it), so that calls refused together do not come back together.
+fn retry_pause(attempt: u32) -> Option<Duration> {
+    (attempt > 2).then(|| {
+        let most = Duration::from_millis(1 << (attempt - 3).min(7));
+        most.mul_f64(rand::random_range(0.5..=1.0))
+    })
+}
+
 /// Why a connection could not be opened.
 pub type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -194,19 +213,30 @@ impl Conn {
         span: &tracing::Span,
         mut each: impl FnMut(Bytes) -> Result<(), Status>,
     ) -> Result<(), Status> {
-        // A handle of its own per call: `h2` lets each handle have one request waiting for a
-        // stream, and many calls share this connection.
-        let mut send = self.send.clone();
-        std::future::poll_fn(|cx| send.poll_ready(cx))
-            .await
-            .map_err(|e| self.failed(e))?;
-        let request = call.request(&self.scheme, &self.authority, span);
-        let (response, mut body) = send
-            .send_request(request, false)
-            .map_err(|e| self.failed(e))?;
-        body.send_data(call.body.clone(), true)
-            .map_err(|e| self.failed(e))?;
-        let (head, mut stream) = response.await.map_err(|e| self.failed(e))?.into_parts();
+        let mut attempts = 1;
+        let (head, mut stream) = loop {
+            match self.send(call, span).await {
+                Ok(response) => break response.into_parts(),
+                // Refused before any answer, so never processed: sent again, as a gRPC client's
+                // transparent retry does (gRFC A6), and still one call (its latency from the
+                // first send). Bounded, so a server refusing everything is answered with
+                // UNAVAILABLE rather than spun on. The common path pays for none of it: the
+                // request was encoded once, and the wait is boxed, kept out of the call's
+                // future. A stream above a GOAWAY's last stream id is as safe to send again,
+                // but only on another connection, and the loadgen does not reconnect.
+                Err(e)
+                    if attempts < MAX_ATTEMPTS
+                        && grpc::unprocessed(&e) == Some(grpc::Unprocessed::Refused)
+                        && !self.is_closed() =>
+                {
+                    attempts += 1;
+                    if let Some(pause) = retry_pause(attempts) {
+                        Box::pin(tokio::time::sleep(pause)).await;
+                    }
+                }
+                Err(e) => return Err(self.failed(e)),
+            }
+        };
         if head.status != http::StatusCode::OK {
             return Err(grpc::http_status(head.status));
         }
@@ -231,6 +261,37 @@ impl Conn {
             Some(trailers) => grpc::status(&trailers)
                 .unwrap_or_else(|| Err(Status::internal("the answer ended without a grpc-status"))),
             None => Err(Status::internal("the answer ended without trailers")),
+        }
+    }
+
+    /// Sends `call` once, on a stream of its own, and waits for the answer's head.
+    ///
+    /// Each call sends with a handle of its own: `h2` lets a handle have one request waiting
+    /// for a stream, so `poll_ready` on a fresh one passes at once, and the request then waits
+    /// in `h2` while the server's SETTINGS_MAX_CONCURRENT_STREAMS are all in use (queued at the
+    /// client, never sent past the limit). Only the `Bytes` handle of the body is cloned.
+    async fn send(
+        &self,
+        call: &Prepared,
+        span: &tracing::Span,
+    ) -> Result<http::Response<h2::RecvStream>, h2::Error> {
+        let mut send = self.send.clone();
+        std::future::poll_fn(|cx| send.poll_ready(cx)).await?;
+        let request = call.request(&self.scheme, &self.authority, span);
+        let (response, mut body) = send.send_request(request, false)?;
+        let sent = body.send_data(call.body.clone(), true);
+        if sent.is_err() {
+            // Cannot be sent: the server may have answered and closed the stream already (a
+            // trailers-only UNIMPLEMENTED, then RST_STREAM NO_ERROR, in the moment between the
+            // two calls above), or refused it. What it said comes first; a stream it left open
+            // is reset, so that the wait for its answer ends.
+            body.send_reset(h2::Reason::CANCEL);
+        }
+        match (response.await, sent) {
+            (Ok(response), _) => Ok(response),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(_)) if e.is_remote() || e.is_io() => Err(e),
+            (Err(_), Err(unsent)) => Err(unsent),
         }
     }
 

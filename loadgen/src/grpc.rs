@@ -138,6 +138,35 @@ pub fn ends_connection(e: &h2::Error) -> bool {
     e.is_io() || e.is_go_away()
 }
 
+/// Why the server provably never processed a call whose stream `e` ended before any answer
+/// (RFC 9113 §8.7): such a call is safe to send again (gRFC A6's transparent retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unprocessed {
+    /// The server reset the stream with REFUSED_STREAM: send it again on the same connection.
+    Refused,
+    /// The stream is above the last stream id of the server's GOAWAY (or was not sent, the
+    /// GOAWAY having come first): only another connection can take it.
+    AboveGoAway,
+}
+
+/// Whether `e`, ending a call's stream before the answer's headers came, says the server never
+/// processed the call. Only what the server said counts: a REFUSED_STREAM reset, or its GOAWAY
+/// (`h2` gives a stream the GOAWAY's error only when its id is above the last stream id). Any
+/// other reset (CANCEL, INTERNAL_ERROR, ...), a connection `h2` itself ended, or a broken socket
+/// may have come after the server began the call. A reset after the headers is not asked
+/// about: the call was processed.
+pub fn unprocessed(e: &h2::Error) -> Option<Unprocessed> {
+    if !e.is_remote() {
+        None
+    } else if e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Some(Unprocessed::Refused)
+    } else if e.is_go_away() {
+        Some(Unprocessed::AboveGoAway)
+    } else {
+        None
+    }
+}
+
 /// The gRPC status for an HTTP/2 failure. One that ends the connection is UNAVAILABLE, as for
 /// tonic's `Channel` (the call never reached, or can no longer reach, the server); a stream
 /// reset gets tonic's mapping of its reason (REFUSED_STREAM is UNAVAILABLE, CANCEL is
@@ -230,6 +259,16 @@ mod tests {
             (s.code(), s.message()),
             (Code::Unavailable, "down for a bit")
         );
+    }
+
+    #[test]
+    fn only_what_the_server_said_makes_a_call_unprocessed() {
+        // Refusals and GOAWAYs from the peer are tested against a server
+        // (tests/refused_streams.rs): `h2` makes no such error but from the wire. The same
+        // reasons not from the peer say nothing of what it processed.
+        for reason in [Reason::REFUSED_STREAM, Reason::CANCEL, Reason::NO_ERROR] {
+            assert_eq!(unprocessed(&h2::Error::from(reason)), None, "{reason:?}");
+        }
     }
 
     #[test]

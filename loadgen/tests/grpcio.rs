@@ -1,0 +1,178 @@
+//! The loadgen against gRPC's C core (grpcio, from PyPI) as a client of it should behave: the
+//! streams a server at its SETTINGS_MAX_CONCURRENT_STREAMS refuses (REFUSED_STREAM) are sent
+//! again, as gRPC clients do, not counted as errors; a server going away (GOAWAY) ends the
+//! run's calls over it as UNAVAILABLE, on time.
+//!
+//! The server is tests/py/grpcio_backend.py, run by a Python of the tests' own: a virtual
+//! environment under `target/`, made the first time, so `cargo test` needs nothing installed
+//! but `python3`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fanout_tls::testing::Dir;
+use serde_json::Value;
+
+/// The grpcio the tests run (a current release).
+const GRPCIO: &str = "grpcio==1.85.3";
+
+/// A Python with `grpc`: a virtual environment of the tests' own under `target/`, made (from
+/// PyPI) the first time.
+fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/python-grpcio");
+        let python = format!("{venv}/bin/python3");
+        let has_grpc = |py: &str| {
+            Command::new(py)
+                .args(["-c", "import grpc"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !has_grpc(&python) {
+            let made = Command::new("python3").args(["-m", "venv", venv]).status();
+            assert!(
+                made.is_ok_and(|s| s.success()),
+                "python3 -m venv {venv} failed"
+            );
+            let pip = Command::new(&python)
+                .args(["-m", "pip", "install", "-q", GRPCIO])
+                .status();
+            assert!(
+                pip.is_ok_and(|s| s.success()),
+                "cannot install {GRPCIO} from PyPI into {venv}"
+            );
+        }
+        python
+    })
+}
+
+/// tests/py/grpcio_backend.py, running; killed when dropped.
+struct Grpcio {
+    child: Child,
+    port: u16,
+    /// Closing it stops a server started without --goaway-after.
+    _stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Grpcio {
+    fn start(args: &[&str]) -> Grpcio {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/grpcio_backend.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs");
+        let stdin = child.stdin.take().unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the server's port, not {line:?}"));
+        Grpcio {
+            child,
+            port,
+            _stdin: stdin,
+            stdout,
+        }
+    }
+
+    fn target(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's next line.
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim().to_string()
+    }
+}
+
+impl Drop for Grpcio {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `loadgen run --rpc fetch` against `target` over one connection, `callers` callers for
+/// `duration`, all of it measured (no warm-up); its report, and how long it took.
+fn run(target: &str, callers: &str, duration: &str) -> (Value, Duration) {
+    let dir = Dir::new();
+    let json = dir.path("run.json");
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .env_remove("RUST_LOG")
+        .args(["run", "--rpc", "fetch", "--target", target])
+        .args(["--connections", "1", "-c", callers, "-d", duration])
+        .args(["--warmup", "0s", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (report, took)
+}
+
+#[test]
+fn streams_grpcio_refuses_at_its_limit_are_sent_again_not_counted_as_errors() {
+    // 4 streams at once, each call 2 ms: the loadgen's callers queue for streams, and grpcio,
+    // counting a finished stream out only once its call is done with, refuses some streams
+    // the loadgen sends as others end.
+    let server = Grpcio::start(&["--max-streams", "4", "--sleep-ms", "2"]);
+    for callers in ["4", "64"] {
+        let (r, _) = run(&server.target(), callers, "2s");
+        println!("-c {callers}: {r}");
+        assert!(r["calls"].as_u64().unwrap() > 0, "-c {callers}: {r}");
+        assert_eq!(r["errors"].as_u64(), Some(0), "-c {callers}: {r}");
+    }
+}
+
+#[test]
+fn a_grpcio_server_going_away_fails_the_calls_after_as_unavailable_on_time() {
+    // Stops 1 s in: GOAWAY, 0.3 s for the calls in flight, then the connection closes.
+    let mut server = Grpcio::start(&[
+        "--max-streams",
+        "4",
+        "--sleep-ms",
+        "2",
+        "--goaway-after",
+        "1",
+        "--grace",
+        "0.3",
+    ]);
+    let (r, took) = run(&server.target(), "8", "3s");
+    println!("{r}");
+    assert_eq!(server.line(), "stopped");
+    // The loadgen does not reconnect: the calls once the server is gone fail at once, at a
+    // client's reconnect pace, and the run ends on time.
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let counts = r["status_counts"].as_object().unwrap();
+    let count = |code: &str| counts.get(code).map_or(0, |n| n.as_u64().unwrap());
+    assert!(count("OK") > 0, "{r}");
+    // The calls sent after the GOAWAY, or above its last stream id: never processed, but this
+    // connection can no longer take them.
+    assert!(count("UNAVAILABLE") > 0, "{r}");
+    // Calls the server had taken when it stopped end as it answers them: grpcio answers those
+    // it has not begun with CANCELLED ("Server shutdown"). At most the calls in flight.
+    assert!(count("CANCELLED") <= 8, "{r}");
+    assert_eq!(
+        count("OK") + count("UNAVAILABLE") + count("CANCELLED"),
+        r["calls"].as_u64().unwrap(),
+        "{r}"
+    );
+}
