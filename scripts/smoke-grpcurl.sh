@@ -39,19 +39,45 @@ $out"
   echo "ok (fails with $code): $*"
 }
 
-wait_serving() { # ADDR
-  for _ in $(seq 1 100); do
-    grpcurl -plaintext "$1" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING && return 0
-    sleep 0.1
+serving() { # ADDR: the server at ADDR answers health with SERVING (plaintext)
+  grpcurl -plaintext "$1" grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING
+}
+tls_serving() { # ADDR: the same over mTLS with the certificates of ./certs
+  grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem "$1" \
+    grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING
+}
+
+# start LOG PROBE ADDR -- COMMAND...: starts a server in the background and waits (10 s) until
+# `PROBE ADDR` succeeds; its PID is left in $started. The README's fixed ports (50051, 50061...)
+# lie in Linux's ephemeral range (32768-60999): a client's outgoing connection elsewhere on the
+# machine can hold one for a moment, and the server then exits with "Address already in use".
+# Such a start is tried again every 0.5 s for 20 s; any other early exit fails at once.
+started=
+start() {
+  local log=$1 probe=$2 addr=$3; shift 4
+  local deadline=$((SECONDS + 20))
+  while :; do
+    "$@" >"$log" 2>&1 &
+    started=$!
+    pids+=("$started")
+    for _ in $(seq 1 100); do
+      "$probe" "$addr" && return 0
+      kill -0 "$started" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "$started" 2>/dev/null && fail "'$*' runs but did not answer health on $addr in 10 s"
+    grep -q "Address already in use" "$log" || fail "'$*' exited at start: $(tail -n 5 "$log")"
+    if ((SECONDS >= deadline)); then
+      fail "'$*': $addr stayed in use for 20 s; its holders: $(ss -Htanp 2>/dev/null | grep -F ":${addr##*:} " | head -n 5)"
+    fi
+    echo "note: $addr is in use for now ($(grep -m1 "Address already in use" "$log")); starting again in 0.5 s" >&2
+    sleep 0.5
   done
-  fail "no server answered health on $1"
 }
 
 # --- the backend, as the README starts it -------------------------------------------------
-"$bin/backend" --name alpha --latency 'lognormal:p50=20ms,p99=200ms' --allow-overrides \
-  >"$logs/backend.log" 2>&1 &
-pids+=($!)
-wait_serving localhost:50061
+start "$logs/backend.log" serving localhost:50061 -- \
+  "$bin/backend" --name alpha --latency 'lognormal:p50=20ms,p99=200ms' --allow-overrides
 
 expect 'fanout.v1.Backend' -- grpcurl -plaintext localhost:50061 list
 expect 'rpc Fetch' -- grpcurl -plaintext localhost:50061 describe fanout.v1.Backend
@@ -63,18 +89,15 @@ expect '"served"' -- grpcurl -plaintext localhost:50061 fanout.v1.Backend/Stats
 expect_error InvalidArgument -- grpcurl -plaintext -d '{"delay_ms": 36000000}' localhost:50061 fanout.v1.Backend/Fetch
 
 # --- the aggregator, as the README starts it (alpha from above still running) ---------------
-"$bin/backend" --name slow --listen 127.0.0.1:50062 --latency 'tail:100ms,p=0.1,3s' >"$logs/slow.log" 2>&1 &
-pids+=($!)
-"$bin/backend" --name flaky --listen 127.0.0.1:50063 --latency 30ms --fail-rate 0.5 >"$logs/flaky.log" 2>&1 &
-pids+=($!)
-"$bin/aggregator" --backend alpha=http://127.0.0.1:50061 --backend slow=http://127.0.0.1:50062 \
+start "$logs/slow.log" serving localhost:50062 -- \
+  "$bin/backend" --name slow --listen 127.0.0.1:50062 --latency 'tail:100ms,p=0.1,3s'
+start "$logs/flaky.log" serving localhost:50063 -- \
+  "$bin/backend" --name flaky --listen 127.0.0.1:50063 --latency 30ms --fail-rate 0.5
+start "$logs/aggregator.log" serving localhost:50051 -- \
+  "$bin/aggregator" --backend alpha=http://127.0.0.1:50061 --backend slow=http://127.0.0.1:50062 \
   --backend flaky=http://127.0.0.1:50063 --backend down=http://127.0.0.1:50069 \
-  --allow-overrides --cache-ttl 30s >"$logs/aggregator.log" 2>&1 &
-pids+=($!)
-plain_aggregator=$!
-wait_serving localhost:50062
-wait_serving localhost:50063
-wait_serving localhost:50051
+  --allow-overrides --cache-ttl 30s
+plain_aggregator=$started
 
 expect 'fanout.v1.Aggregator' -- grpcurl -plaintext localhost:50051 list
 expect 'rpc AggregateStream' -- grpcurl -plaintext localhost:50051 describe fanout.v1.Aggregator
@@ -102,21 +125,13 @@ echo "ok: AggregateStream yields results in completion order"
 # plaintext aggregator makes way: the TLS one takes the default port, as in the README.
 kill "$plain_aggregator"; wait "$plain_aggregator" 2>/dev/null || true
 scripts/make-certs.sh certs >/dev/null
-"$bin/backend" --name secure --listen 127.0.0.1:50071 --tls-cert certs/server.pem --tls-key certs/server-key.pem \
-  --tls-client-ca certs/ca.pem >"$logs/secure.log" 2>&1 &
-pids+=($!)
-"$bin/aggregator" --backend secure=https://127.0.0.1:50071 \
+start "$logs/secure.log" tls_serving 127.0.0.1:50071 -- \
+  "$bin/backend" --name secure --listen 127.0.0.1:50071 --tls-cert certs/server.pem --tls-key certs/server-key.pem \
+  --tls-client-ca certs/ca.pem
+start "$logs/aggregator-tls.log" tls_serving localhost:50051 -- \
+  "$bin/aggregator" --backend secure=https://127.0.0.1:50071 \
   --tls-ca certs/ca.pem --tls-client-cert certs/client.pem --tls-client-key certs/client-key.pem \
-  --tls-cert certs/server.pem --tls-key certs/server-key.pem --tls-client-ca certs/ca.pem \
-  >"$logs/aggregator-tls.log" 2>&1 &
-pids+=($!)
-tls_up=0
-for _ in $(seq 1 100); do
-  grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem localhost:50051 \
-    grpc.health.v1.Health/Check 2>/dev/null | grep -q SERVING && { tls_up=1; break; }
-  sleep 0.1
-done
-[ "$tls_up" = 1 ] || fail "the TLS aggregator did not answer health on localhost:50051"
+  --tls-cert certs/server.pem --tls-key certs/server-key.pem --tls-client-ca certs/ca.pem
 
 expect '"backend": "secure"' -- grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem -d '{"query": "weather in Oslo"}' localhost:50051 fanout.v1.Aggregator/Aggregate
 expect 'fanout.v1.Backend' -- grpcurl -cacert certs/ca.pem -cert certs/client.pem -key certs/client-key.pem 127.0.0.1:50071 list
