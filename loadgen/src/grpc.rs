@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn only_what_the_server_said_makes_a_call_unprocessed() {
         // Refusals and GOAWAYs from the peer are tested against a server
-        // (tests/refused_streams.rs): `h2` makes no such error but from the wire. The same
+        // (loadgen/tests/it/refused_streams.rs): `h2` makes no such error but from the wire. The same
         // reasons not from the peer say nothing of what it processed.
         for reason in [Reason::REFUSED_STREAM, Reason::CANCEL, Reason::NO_ERROR] {
             assert_eq!(unprocessed(&h2::Error::from(reason)), None, "{reason:?}");

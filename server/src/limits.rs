@@ -11,7 +11,7 @@
 //! its socket buffer: with h2's default of 20 it took a stalled aggregator's cancellations for
 //! an attack and failed every call on that connection. The default here is
 //! [`ConnLimits::max_concurrent_streams`]: a caller may cancel every call it may have open at
-//! once; a flood of more is still cut off (`tests/tests/stall_cancellation.rs` shows both).
+//! once; a flood of more is still cut off (`tests/tests/it/stall_cancellation.rs` shows both).
 
 use std::time::Duration;
 

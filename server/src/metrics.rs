@@ -18,30 +18,24 @@
 //! `rpc_grpc_status_code`) and Prometheus' naming rules elsewhere; docs/metrics.md lists every
 //! series.
 
-use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use std::sync::atomic::Ordering::Relaxed;
-
-use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::prometheus_text::{CONTENT_TYPE, encode};
-use prometheus_client::encoding::{
-    DescriptorEncoder, EncodeCounterValue, EncodeGaugeValue, EncodeLabelSet, EncodeMetric,
-};
-use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 pub use prometheus_client::registry::Registry;
 use prometheus_client::registry::Unit;
-use tokio::net::TcpListener;
 
 use crate::counters::Counters;
+
+mod endpoint;
+mod scrape;
+
+pub use self::endpoint::serve;
+pub use self::scrape::{counter, counters, gauge, gauges};
 
 /// Histogram buckets for durations, in seconds: from the sub-millisecond answers of a local
 /// backend to the longest deadline a deployment here sets (60 s).
@@ -283,134 +277,11 @@ impl Collector for ServerCounters {
     }
 }
 
-/// Writes one unlabelled gauge, read at scrape time.
-pub fn gauge(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: impl EncodeGaugeValue + Send + Sync + std::fmt::Debug,
-) -> std::fmt::Result {
-    let g = ConstGauge::new(value);
-    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
-}
-
-/// Writes one unlabelled counter, read at scrape time (`_total` is appended to `name`).
-pub fn counter(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: impl EncodeCounterValue + Send + Sync + std::fmt::Debug,
-) -> std::fmt::Result {
-    let c = ConstCounter::new(value);
-    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
-}
-
-/// Writes a family of gauges, a row per label set.
-pub fn gauges<L, V>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (L, V)>,
-) -> std::fmt::Result
-where
-    L: EncodeLabelSet,
-    V: EncodeGaugeValue + Send + Sync + std::fmt::Debug,
-{
-    let mut family = e.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Gauge,
-    )?;
-    for (labels, value) in rows {
-        ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-/// Writes a family of counters, a row per label set (`_total` is appended to `name`).
-pub fn counters<L, V>(
-    e: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    rows: impl IntoIterator<Item = (L, V)>,
-) -> std::fmt::Result
-where
-    L: EncodeLabelSet,
-    V: EncodeCounterValue + Send + Sync + std::fmt::Debug,
-{
-    let mut family = e.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Counter,
-    )?;
-    for (labels, value) in rows {
-        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
-    }
-    Ok(())
-}
-
-/// Serves `GET /metrics` on `listener` (HTTP/1.1, hyper) until the future is dropped. Any other
-/// path is 404; any other method 405.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>) {
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors, say: wait a moment rather than spin.
-                tracing::warn!(error = %e, "metrics listener: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let registry = registry.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let registry = registry.clone();
-                async move { Ok::<_, Infallible>(respond(&req, &registry)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "metrics connection ended with an error");
-            }
-        });
-    }
-}
-
-fn respond<B>(req: &Request<B>, registry: &Registry) -> Response<Full<Bytes>> {
-    let status = |code: StatusCode, text: &'static str| {
-        let mut res = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-        *res.status_mut() = code;
-        res
-    };
-    if req.uri().path() != "/metrics" {
-        return status(
-            StatusCode::NOT_FOUND,
-            "not found: metrics are at /metrics\n",
-        );
-    }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return status(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-    }
-    let mut text = String::with_capacity(16 * 1024);
-    if encode(&mut text, registry).is_err() {
-        return status(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "cannot encode the metrics\n",
-        );
-    }
-    let mut res = Response::new(Full::new(Bytes::from(text)));
-    res.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(CONTENT_TYPE),
-    );
-    res
-}
-
 #[cfg(test)]
 mod tests {
+    use prometheus_client::encoding::prometheus_text::encode;
+    use tokio::net::TcpListener;
+
     use super::*;
 
     fn text(registry: &Registry) -> String {

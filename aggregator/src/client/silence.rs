@@ -10,7 +10,7 @@
 //! rapid-reset attack looks like, and a server guarding against it (h2 closes the connection
 //! with GOAWAY `ENHANCE_YOUR_CALM` past its limit of such streams) fails every call on the
 //! connection. Sending it nothing keeps that number to the calls in flight when the stall
-//! began (`tests/tests/stall_cancellation.rs`).
+//! began (`tests/tests/it/stall_cancellation.rs`).
 //!
 //! A call given up on counts only if the endpoint answered nothing at all while it waited: an
 //! overloaded endpoint whose line outgrew an attempt timeout still answers the calls at the

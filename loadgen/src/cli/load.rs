@@ -31,7 +31,7 @@ pub struct LoadArgs {
     /// Open loop: send this many calls per second for the whole --duration, whatever the
     /// target does; latencies count from each call's due time (corrected for coordinated
     /// omission). Calls outstanding grow as needed up to --max-outstanding.
-    #[arg(long, env = "LOADGEN_RATE", value_parser = parse_rate)]
+    #[arg(long, alias = "rps", env = "LOADGEN_RATE", value_parser = parse_rate)]
     pub rate: Option<f64>,
 
     /// Open loop: the most calls outstanding at once [default: 10000]. A call that falls due

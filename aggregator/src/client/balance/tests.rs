@@ -2,7 +2,7 @@
 //! socket: an endpoint is made silent through its own count, and a call that does reach an
 //! endpoint is polled only up to its pick (the channel's connection task never runs, so
 //! nothing connects). What the call then does at the endpoint needs a server: the
-//! integration tests (`tests/tests/aggregator_replicas.rs`) run those.
+//! integration tests (`tests/tests/it/aggregator_replicas.rs`) run those.
 
 use std::pin::pin;
 use std::sync::Arc;

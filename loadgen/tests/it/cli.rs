@@ -1,13 +1,12 @@
 //! The `loadgen` binary as a user meets it: a run and a comparison against its own local
 //! deployment, JSON and chart outputs, and clear errors for targets that cannot work.
 
-mod harness;
-
-use harness::{json, loadgen, succeeded};
+use crate::harness::{alone, json, loadgen, succeeded};
 use std::time::{Duration, Instant};
 
 #[test]
 fn run_against_its_own_deployment_reports_rate_latency_and_theory() {
+    let _alone = alone();
     let dir = std::env::temp_dir().join(format!("loadgen-run-{}", std::process::id()));
     let out = dir.join("run.json");
     let status = loadgen()
@@ -48,6 +47,7 @@ fn run_against_its_own_deployment_reports_rate_latency_and_theory() {
 
 #[test]
 fn compare_writes_json_and_a_chart() {
+    let _alone = alone();
     let dir = std::env::temp_dir().join(format!("loadgen-compare-{}", std::process::id()));
     let (out, chart) = (dir.join("c.json"), dir.join("c.svg"));
     let status = loadgen()

@@ -2,8 +2,6 @@
 //! with its rate, limit and replica shares), against nothing (a clear error naming the URL), and
 //! across a scrape that fails once it is running (a line, and it keeps trying).
 
-mod harness;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -11,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
+use crate::harness::{failed, loadgen, succeeded};
 use fanout_proto::v1::AggregateRequest;
 use fanout_proto::v1::aggregator_client::AggregatorClient;
 use fanout_server::thread::ServerThread;
-use harness::{failed, loadgen, succeeded};
 
 /// A loopback address for a metrics listener that nothing can take before the server binds it:
 /// a port that is free now and below Linux's ephemeral range (32768-60999), which neither a

@@ -2,17 +2,11 @@
 //! deployments of their own, with short windows (a debug build on a shared machine: bounds are
 //! loose, the figures that matter are in BENCHMARKS.md).
 
-mod harness;
-
-use harness::{json, loadgen, succeeded};
-
-/// One scenario at a time: each drives a whole deployment, and two at once on a 2-core machine
-/// would measure each other.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+use crate::harness::{alone, json, loadgen, succeeded};
 
 #[test]
 fn tail_shows_a_hedge_cutting_the_tail_that_no_protection_waits_for() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = alone();
     let dir = std::env::temp_dir().join(format!("loadgen-tail-{}", std::process::id()));
     let (out, chart) = (dir.join("t.json"), dir.join("t.svg"));
     // One backend slow 4% of the time: 600 calls meet ~24 slow answers (the p99 without
@@ -65,7 +59,7 @@ fn tail_shows_a_hedge_cutting_the_tail_that_no_protection_waits_for() {
 
 #[test]
 fn overload_sheds_what_the_backends_cannot_take_and_keeps_the_rest_fast() {
-    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _alone = alone();
     let dir = std::env::temp_dir().join(format!("loadgen-overload-{}", std::process::id()));
     let (out, chart) = (dir.join("o.json"), dir.join("o.svg"));
     // 3 backends of capacity 4 at 20 ms: 200 calls/s. Half of it, then four times it.

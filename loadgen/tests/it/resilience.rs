@@ -5,12 +5,10 @@
 //! aggregator does; the other holds the defaults to the rules, at bounds looser than the
 //! issue's (which the full run, `scripts/bench-resilience.sh`, measures).
 
-mod harness;
-
 use std::path::Path;
 use std::sync::OnceLock;
 
-use harness::{json, loadgen, scratch, succeeded};
+use crate::harness::{alone, json, loadgen, scratch, succeeded};
 use loadgen::resilience::cell::Cell;
 use loadgen::resilience::rules::{self, Bounds};
 
@@ -61,6 +59,7 @@ const BLOCKING: [&str; 8] = [
 fn matrix() -> &'static (Vec<Cell>, String) {
     static MATRIX: OnceLock<(Vec<Cell>, String)> = OnceLock::new();
     MATRIX.get_or_init(|| {
+        let _alone = alone();
         let dir = scratch("resilience");
         let runs = [
             (

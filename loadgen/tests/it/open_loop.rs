@@ -3,11 +3,9 @@
 //! delaying them, ends at its duration plus at most its drain, and accounts for every call due.
 //! Real time, a real backend and the real binary: bounds are generous, ratios not absolutes.
 
-mod harness;
-
 use std::time::{Duration, Instant};
 
-use harness::{json, loadgen, scratch, succeeded};
+use crate::harness::{alone, json, loadgen, scratch, succeeded};
 use serde_json::Value;
 
 /// A backend taking `latency` per call, with overrides refused (the loadgen sends none here).
@@ -45,6 +43,7 @@ fn u(v: &Value) -> u64 {
 
 #[test]
 fn a_rate_needing_more_calls_outstanding_than_the_default_callers_is_kept() {
+    let _alone = alone();
     // 1,000 calls/s at 100 ms a call: about 100 outstanding. The default -c is 64, and the old
     // loadgen made that many callers and silently became a closed loop of them; an open loop
     // must not be capped by -c unless asked.
@@ -78,6 +77,7 @@ fn a_rate_needing_more_calls_outstanding_than_the_default_callers_is_kept() {
 
 #[test]
 fn a_target_slower_than_the_offer_gets_drops_reported_and_the_run_ends_on_time() {
+    let _alone = alone();
     // 10 calls outstanding at most, 200 ms each: the target can take about 50/s of the 200/s
     // offered; the rest must be dropped, counted and said, not sent late.
     let server = backend(Duration::from_millis(200));
@@ -121,6 +121,7 @@ fn a_target_slower_than_the_offer_gets_drops_reported_and_the_run_ends_on_time()
 
 #[test]
 fn calls_outlasting_the_drain_are_cut_off_and_the_run_still_ends() {
+    let _alone = alone();
     // Calls of 10 s, a 300 ms drain: every call is still outstanding when the drain runs out.
     let server = backend(Duration::from_secs(10));
     let (report, stdout, took) = run(

@@ -20,6 +20,14 @@ use fanout_proto::v1::{
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
+/// One test at a time among those that take this: each drives a whole deployment at full speed,
+/// and two at once on a 2-core machine would measure each other (a test that panicked while
+/// holding it does not stop the others).
+pub fn alone() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// The loadgen binary, with no log filter from the environment.
 pub fn loadgen() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_loadgen"));

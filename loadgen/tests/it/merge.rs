@@ -3,12 +3,10 @@
 //! of the folder. The merged histogram is exactly the two added up, the counts and rates are
 //! their sums; files that are not run reports are refused or skipped with the reason.
 
-mod harness;
-
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use harness::{failed, json, loadgen, scratch, succeeded};
+use crate::harness::{failed, json, loadgen, scratch, succeeded};
 use serde_json::Value;
 
 fn histogram(report: &Value) -> hdrhistogram::Histogram<u64> {

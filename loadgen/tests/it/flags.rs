@@ -1,14 +1,12 @@
 //! Every flag does what `--help` says, or is refused: one test per family of flags, each
 //! failing if a flag of the family is accepted and ignored. What the loadgen sends is read at a
-//! recording fake server ([`harness::Recorder`]); what it deploys, from its report.
-
-mod harness;
+//! recording fake server ([`crate::harness::Recorder`]); what it deploys, from its report.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::harness::{Recorder, failed, json, loadgen, scratch, succeeded};
 use fanout_proto::v1::{Fanout, Mode};
-use harness::{Recorder, failed, json, loadgen, scratch, succeeded};
 use serde_json::Value;
 
 /// `loadgen run ARGS --json FILE`, which must succeed; its report.
