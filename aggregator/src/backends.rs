@@ -16,7 +16,7 @@ use crate::client::error::Failed;
 use crate::client::fetch::Keepalive;
 use crate::client::limit::Limiter;
 use crate::client::replicas::Replicas;
-use crate::client::{Answered, BackendStack, Bounded, ReplyCache, StackCounters, StackState};
+use crate::client::{Answered, BackendStack, Call, ReplyCache, StackCounters, StackState};
 
 /// The most backends one aggregator calls.
 pub const MAX_BACKENDS: usize = 64;
@@ -182,7 +182,7 @@ impl Backend {
 
     /// One call through the whole stack; never outlives `req.deadline` by more than a few
     /// milliseconds. Dropping the future cancels the call at the backend.
-    pub async fn call(&self, req: Bounded<FetchRequest>) -> Result<Answered<FetchReply>, Failed> {
+    pub async fn call(&self, req: Call<FetchRequest>) -> Result<Answered<FetchReply>, Failed> {
         self.stack.clone().oneshot(req).await
     }
 

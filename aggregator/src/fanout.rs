@@ -25,7 +25,7 @@ use tracing::Instrument;
 use crate::backends::{Backend, Backends};
 use crate::client::error::{CallError, Failed};
 use crate::client::limit::Reservation;
-use crate::client::{Bounded, StackCounters};
+use crate::client::{Call, StackCounters};
 use crate::request::Plan;
 
 /// Runs plans against the backends: gathers each target backend's result as a stream.
@@ -125,7 +125,7 @@ pub async fn call_backend(backend: &Backend, plan: &Plan) -> BackendResult {
         outcome = tracing::field::Empty,
         from_cache = tracing::field::Empty,
     );
-    let mut req = Bounded::new(
+    let req = Call::new(
         FetchRequest {
             query: plan.query.clone(),
             delay_ms: plan.delay_ms,
@@ -134,9 +134,9 @@ pub async fn call_backend(backend: &Backend, plan: &Plan) -> BackendResult {
         },
         plan.deadline,
         plan.attempt_timeout,
-    );
-    req.cacheable = plan.use_cache;
-    req.hedge_after = plan.hedge_after;
+    )
+    .cacheable(plan.use_cache)
+    .hedge_delay(plan.hedge_after);
     let answer = backend.call(req).instrument(span.clone()).await;
     let result = match answer {
         Ok(answered) => {

@@ -1,5 +1,6 @@
 //! One attempt at a backend, as the retry layer sees it: an `attempt` span (its trace context is
-//! what the backend's span hangs under), a count, and the attempt number on the result. An
+//! what the backend's span hangs under), a count, and the attempt's number (its place among all
+//! the call's attempts, [`AttemptNumber`]) set for the layers below and on the result. An
 //! attempt that would start with no time left before the deadline is not made.
 
 use std::sync::Arc;
@@ -13,8 +14,9 @@ use tracing::Instrument;
 
 use fanout_server::metrics::ByCode;
 
+use super::call::{AttemptNumber, Attempts, Deadline, IsHedge, Param, SetParam, Try};
 use super::error::{CallError, Failed, Phase};
-use super::{Answered, Bounded, StackCounters};
+use super::{Answered, StackCounters};
 
 /// Makes [`Attempt`]s.
 #[derive(Debug, Clone)]
@@ -53,9 +55,10 @@ pub struct Attempt<S> {
     durations: Option<Arc<ByCode>>,
 }
 
-impl<S, M, R> Service<Bounded<M>> for Attempt<S>
+impl<S, Req, R> Service<Req> for Attempt<S>
 where
-    S: Service<Bounded<M>, Response = R, Error = CallError>,
+    Req: Param<Deadline> + Param<Try> + Param<IsHedge> + Param<Attempts> + SetParam<AttemptNumber>,
+    S: Service<Req, Response = R, Error = CallError>,
     S::Future: Send + 'static,
     R: Send + 'static,
 {
@@ -72,34 +75,37 @@ where
         })
     }
 
-    fn call(&mut self, mut req: Bounded<M>) -> Self::Future {
-        if req.left() < MIN_TIMEOUT {
-            let phase = if req.attempts_made() == 0 {
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let (deadline, made, try_, IsHedge(hedge)): (Deadline, Attempts, Try, _) =
+            (req.param(), req.param(), req.param(), req.param());
+        if deadline.left() < MIN_TIMEOUT {
+            let phase = if made.made() == 0 {
                 Phase::BeforeTurn
             } else {
                 Phase::BeforeAttempt
             };
             let failed = Failed {
                 error: CallError::Deadline(phase),
-                attempts: req.attempts_made(),
+                attempts: made.made(),
                 stopped: None,
                 hedged: false,
             };
             return futures::future::ready(Err(failed)).boxed();
         }
-        let number = req.start_attempt();
+        let AttemptNumber(number) = made.next();
+        req.set_param(AttemptNumber(number));
         StackCounters::bump(&self.counters.attempts);
         let span = tracing::info_span!(
             "attempt",
             otel.name = format!("attempt {number}"),
             attempt = number,
-            hedge = req.hedge,
-            backoff_ms = req.backoff.as_secs_f64() * 1e3,
+            try_number = try_.number,
+            hedge,
+            backoff_ms = try_.backoff.as_secs_f64() * 1e3,
             endpoint = tracing::field::Empty,
             queued_ms = tracing::field::Empty,
             outcome = tracing::field::Empty,
         );
-        let made = req.attempts_counter();
         // From here to the answer, the wait for a slot included; an attempt dropped unanswered
         // (a hedge that lost, a call cancelled) is recorded as CANCELLED.
         let timer = self.durations.as_ref().map(ByCode::start);
@@ -119,7 +125,7 @@ where
                     tracing::Span::current().record("outcome", "OK");
                     Ok(Answered {
                         reply,
-                        attempts: made.load(std::sync::atomic::Ordering::Relaxed),
+                        attempts: made.made(),
                         from_cache: false,
                         winner: number,
                         hedged: false,
@@ -131,7 +137,7 @@ where
                     propagation::set_error(&span, error.to_string());
                     Err(Failed {
                         error,
-                        attempts: made.load(std::sync::atomic::Ordering::Relaxed),
+                        attempts: made.made(),
                         stopped: None,
                         hedged: false,
                     })

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
 
-use super::Bounded;
+use super::call::{Call, Deadline, Param, Tried};
 use super::error::CallError;
 use super::fetch::{Fetch, Keepalive};
 use super::replicas::{Pick, Replica, Replicas, Verdict};
@@ -116,7 +116,7 @@ impl Drop for InFlight {
     }
 }
 
-impl Service<Bounded<FetchRequest>> for Balance {
+impl Service<Call<FetchRequest>> for Balance {
     type Response = FetchReply;
     type Error = CallError;
     type Future = BoxFuture<'static, Result<FetchReply, CallError>>;
@@ -125,11 +125,12 @@ impl Service<Bounded<FetchRequest>> for Balance {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Bounded<FetchRequest>) -> Self::Future {
+    fn call(&mut self, req: Call<FetchRequest>) -> Self::Future {
         let this = self.clone();
+        let (tried, Deadline(deadline)): (Tried, _) = (req.param(), req.param());
         async move {
             this.replicas.resolved().await;
-            let replica = match this.replicas.pick(&req.tried()) {
+            let replica = match this.replicas.pick(&tried.ids()) {
                 Pick::Endpoint(replica) => replica,
                 Pick::AllDown(why) => return Err(CallError::Down(why)),
                 Pick::None => {
@@ -138,14 +139,14 @@ impl Service<Bounded<FetchRequest>> for Balance {
                     )));
                 }
             };
-            req.note_tried(replica.id);
+            tried.note(replica.id);
             tracing::Span::current().record("endpoint", replica.addr.as_str());
             let fetch = this.client(&replica)?;
             replica.in_flight.fetch_add(1, Relaxed);
             let mut in_flight = InFlight {
                 replicas: this.replicas.clone(),
                 replica: replica.clone(),
-                deadline: req.deadline,
+                deadline,
                 started: Instant::now(),
                 settled: false,
             };

@@ -12,8 +12,9 @@ use std::time::Duration;
 use futures::future::{BoxFuture, FutureExt};
 use tower::{Layer, Service};
 
+use super::call::{Cacheable, Param};
 use super::error::Failed;
-use super::{Answered, Bounded, StackCounters};
+use super::{Answered, StackCounters};
 
 /// Most entries kept; the least useful are evicted past it.
 pub const MAX_ENTRIES: u64 = 100_000;
@@ -69,7 +70,7 @@ where
     }
 }
 
-/// Makes [`Cached`] services over one [`Cache`], keyed by `key(message)`.
+/// Makes [`Cached`] services over one [`Cache`], keyed by `key(request)`.
 pub struct CacheLayer<K, V, F> {
     cache: Cache<K, V>,
     key: Arc<F>,
@@ -121,13 +122,14 @@ impl<S: Clone, K, V, F> Clone for Cached<S, K, V, F> {
     }
 }
 
-impl<S, M, K, V, F> Service<Bounded<M>> for Cached<S, K, V, F>
+impl<S, Req, K, V, F> Service<Req> for Cached<S, K, V, F>
 where
-    S: Service<Bounded<M>, Response = Answered<V>, Error = Failed>,
+    Req: Param<Cacheable>,
+    S: Service<Req, Response = Answered<V>, Error = Failed>,
     S::Future: Send + 'static,
     K: Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    F: Fn(&M) -> K,
+    F: Fn(&Req) -> K,
 {
     type Response = Answered<V>;
     type Error = Failed;
@@ -137,11 +139,12 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Bounded<M>) -> Self::Future {
-        if !req.cacheable {
+    fn call(&mut self, req: Req) -> Self::Future {
+        let Cacheable(cacheable) = req.param();
+        if !cacheable {
             return self.inner.call(req).boxed();
         }
-        let key = (self.key)(&req.message);
+        let key = (self.key)(&req);
         if let Some(reply) = self.cache.get(&key) {
             StackCounters::bump(&self.counters.cache_hits);
             let answer = Answered {

@@ -27,7 +27,7 @@ use tonic::metadata::MetadataMap;
 use tonic::transport::{Channel, Endpoint};
 use tower::Service;
 
-use super::Bounded;
+use super::call::{Call, Deadline, Param};
 use super::error::CallError;
 
 /// How long one connection attempt may take: per-attempt timeouts bound a call anyway, and a
@@ -202,7 +202,7 @@ fn told_to_calm_down(status: &tonic::Status) -> bool {
     false
 }
 
-impl Service<Bounded<FetchRequest>> for Fetch {
+impl Service<Call<FetchRequest>> for Fetch {
     type Response = FetchReply;
     type Error = CallError;
     type Future = BoxFuture<'static, Result<FetchReply, CallError>>;
@@ -212,13 +212,13 @@ impl Service<Bounded<FetchRequest>> for Fetch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Bounded<FetchRequest>) -> Self::Future {
+    fn call(&mut self, req: Call<FetchRequest>) -> Self::Future {
         let Current {
             mut client,
             generation,
             ..
         } = self.current();
-        let left = req.left();
+        let left = Param::<Deadline>::param(&req).left();
         let mut request = tonic::Request::new(req.message);
         let span = tracing::Span::current();
         if let Some(headers) = fanout_telemetry::propagation::trace_headers(&span) {

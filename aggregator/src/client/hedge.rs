@@ -29,8 +29,10 @@ use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
+use super::call::{Deadline, HedgeDelay, IsHedge, Param, SetParam, Try};
 use super::error::Failed;
-use super::{Answered, Bounded, StackCounters};
+use super::retry::BUDGET_WINDOW;
+use super::{Answered, StackCounters};
 
 /// When to hedge, from `--hedge-after`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,8 +98,8 @@ impl Default for HedgePolicy {
     }
 }
 
-/// How long the budget remembers a call, and how many hedges a second it allows regardless.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// How many hedges a second the budget allows regardless of the ratio (it remembers calls as
+/// long as the retry budget does, [`BUDGET_WINDOW`]).
 const BUDGET_MIN_PER_SEC: u32 = 1;
 /// A percentile delay needs this many answers first, and is never shorter than the floor.
 const MIN_SAMPLES: u64 = 20;
@@ -124,9 +126,9 @@ impl Hedging {
         }
     }
 
-    /// The delay before a hedge of `req`, if it is to be hedged.
-    fn delay<M>(&self, req: &Bounded<M>) -> Option<Duration> {
-        match req.hedge_after {
+    /// The delay before a hedge, if it is to be hedged: the request's own, else the policy's.
+    fn delay(&self, HedgeDelay(own): HedgeDelay) -> Option<Duration> {
+        match own {
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
             None => match self.policy.after? {
@@ -218,11 +220,12 @@ pub struct Hedge<S> {
     hedging: Arc<Hedging>,
 }
 
-impl<S, M, R> Service<Bounded<M>> for Hedge<S>
+impl<S, Req, R> Service<Req> for Hedge<S>
 where
-    S: Service<Bounded<M>, Response = Answered<R>, Error = Failed> + Clone + Send + 'static,
+    Req: Param<Try> + Param<HedgeDelay> + Param<Deadline> + SetParam<IsHedge>,
+    Req: Clone + Send + 'static,
+    S: Service<Req, Response = Answered<R>, Error = Failed> + Clone + Send + 'static,
     S::Future: Send,
-    M: Clone + Send + 'static,
     R: Send + 'static,
 {
     type Response = Answered<R>;
@@ -233,18 +236,20 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Bounded<M>) -> Self::Future {
+    fn call(&mut self, req: Req) -> Self::Future {
         let (inner, hedging) = (self.inner.clone(), self.hedging.clone());
-        if req.attempt == 1 {
+        // A call deposits once, on its first try.
+        if Param::<Try>::param(&req).number == 1 {
             hedging.budget.deposit();
         }
-        let Some(delay) = hedging.delay(&req) else {
+        let deadline: Deadline = req.param();
+        let Some(delay) = hedging.delay(req.param()) else {
             return timed(inner, req, hedging).boxed();
         };
         async move {
             let mut running = FuturesUnordered::new();
-            // Each attempt out, tagged with whether it is a hedge (attempt numbers count across
-            // the retries of a call, so a number alone cannot say).
+            // Each attempt out, tagged with whether it is a hedge (an attempt's number counts the
+            // retries of the call too, so a number alone cannot say).
             running.push(
                 timed(inner.clone(), req.clone(), hedging.clone())
                     .map(|r| (false, r))
@@ -278,7 +283,7 @@ where
                     },
                     () = hedge_due => {
                         next = None;
-                        if req.left() < MIN_TIMEOUT * 2 {
+                        if deadline.left() < MIN_TIMEOUT * 2 {
                             continue;
                         }
                         if !hedging.budget.withdraw() {
@@ -288,7 +293,7 @@ where
                         hedges += 1;
                         StackCounters::bump(&hedging.counters.hedges);
                         let mut copy = req.clone();
-                        copy.hedge = true;
+                        copy.set_param(IsHedge(true));
                         running.push(timed(inner.clone(), copy, hedging.clone()).map(|r| (true, r)).boxed());
                         if hedges < hedging.policy.max_hedges {
                             next = Some(Instant::now() + delay);
@@ -302,13 +307,9 @@ where
 }
 
 /// One attempt (first or hedge), its latency recorded when it answers.
-async fn timed<S, M, R>(
-    inner: S,
-    req: Bounded<M>,
-    hedging: Arc<Hedging>,
-) -> Result<Answered<R>, Failed>
+async fn timed<S, Req, R>(inner: S, req: Req, hedging: Arc<Hedging>) -> Result<Answered<R>, Failed>
 where
-    S: Service<Bounded<M>, Response = Answered<R>, Error = Failed>,
+    S: Service<Req, Response = Answered<R>, Error = Failed>,
 {
     let started = Instant::now();
     let answer = inner.oneshot(req).await?;

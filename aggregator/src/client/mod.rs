@@ -20,9 +20,20 @@
 //!                goes along as grpc-timeout
 //! ```
 //!
-//! Everything above [`Balance`](balance::Balance) is generic over the message: a request travels down as a
-//! [`Bounded`] (the message and its call's time bounds) and comes back as an [`Answered`] or a
-//! [`Failed`]. Lift the layers into another tonic service by writing its own `Fetch`.
+//! Everything above [`Balance`](balance::Balance) is generic over the request: each layer names
+//! in its bounds the typed values it reads and sets ([`call`]: the deadline, the try, the
+//! attempt's number, whether it is a hedge...), and a reply comes back as an [`Answered`] or a
+//! [`Failed`]. The stack's own request type is [`Call`], which carries them all; a layer's unit
+//! tests may send a type with only what that layer declares. Lift the layers into another tonic
+//! service by writing its own `Fetch`.
+//!
+//! **Readiness.** Cache, retry, attempt and timeout pass `poll_ready` down; four layers are
+//! always ready and do their waiting in `call`, for reasons that hold: Hedge (one request becomes
+//! several, each made ready in turn through `oneshot`), Limit (a slot is held for one request and
+//! bounded by that request's deadline, which `poll_ready` does not see), Balance (the endpoint is
+//! picked per request, preferring those that request has not tried) and Fetch (tonic's client
+//! waits for its channel in the call). So tower middleware that relies on `poll_ready` for
+//! backpressure (tower's `ConcurrencyLimit`, `LoadShed`) belongs above the hedge, not below it.
 //!
 //! Dropping the future of a call drops every layer's future down to tonic's, which resets the
 //! HTTP/2 stream: the backend sees the call cancelled.
@@ -30,6 +41,7 @@
 pub mod attempt;
 pub mod balance;
 pub mod cache;
+pub mod call;
 pub mod error;
 pub mod fetch;
 pub mod hedge;
@@ -41,13 +53,12 @@ pub mod silence;
 mod testing;
 pub mod timeout;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use fanout_proto::v1::{FetchReply, FetchRequest};
 use fanout_server::metrics::{ByCode, Durations, rpc_labels};
-use tokio::time::Instant;
 use tower::ServiceBuilder;
 use tower::retry::RetryLayer;
 use tower::retry::budget::TpsBudget;
@@ -55,94 +66,12 @@ use tower::util::BoxCloneSyncService;
 
 use self::attempt::AttemptLayer;
 use self::cache::{Cache, CacheLayer};
+pub use self::call::Call;
 use self::error::Failed;
 use self::hedge::{HedgeLayer, HedgePolicy, Hedging};
 use self::limit::{ConcurrencyLimitLayer, Limit, Limiter};
 use self::retry::{Retries, RetryPolicy};
 use self::timeout::AttemptTimeoutLayer;
-
-/// A request on its way down the stack: the message, and the time bounds of the call it
-/// belongs to. Cloned for each attempt (tower's retry needs its requests to clone; tonic's
-/// `http::Request` would not).
-#[derive(Debug, Clone)]
-pub struct Bounded<M> {
-    pub message: M,
-    /// The whole call, retries and waits included, ends by then. Layers that bound one attempt
-    /// narrow it for the layers below them, and the lowest sends what remains as `grpc-timeout`.
-    pub deadline: Instant,
-    /// Bound on one attempt; the deadline may cut an attempt shorter.
-    pub attempt_timeout: Duration,
-    /// Which try this is, from 1 (the retry policy counts; a try and its hedges share it).
-    pub attempt: u32,
-    /// This attempt's number in the call, from 1, counting hedges (the attempt layer numbers).
-    pub number: u32,
-    /// Whether this attempt is a hedge.
-    pub hedge: bool,
-    /// The request's own hedge delay (`hedge_after_ms`), over the backend's; zero: none.
-    pub hedge_after: Option<Duration>,
-    /// How long the retry policy waited before this attempt.
-    pub backoff: Duration,
-    /// Whether a reply may come from, and go into, the cache.
-    pub cacheable: bool,
-    /// The endpoints this call's attempts went to, shared by every attempt of the call, so a
-    /// retry or a hedge goes elsewhere when it can.
-    tried: Arc<Mutex<Vec<u64>>>,
-    /// Attempts started in this call, shared by every attempt of it.
-    made: Arc<AtomicU32>,
-}
-
-impl<M> Bounded<M> {
-    /// The first attempt of a call of `message` that must end by `deadline`.
-    pub fn new(message: M, deadline: Instant, attempt_timeout: Duration) -> Self {
-        Bounded {
-            message,
-            deadline,
-            attempt_timeout,
-            attempt: 1,
-            number: 0,
-            hedge: false,
-            hedge_after: None,
-            backoff: Duration::ZERO,
-            cacheable: false,
-            tried: Arc::default(),
-            made: Arc::default(),
-        }
-    }
-
-    /// Numbers a new attempt of this call (1, 2, ...).
-    pub fn start_attempt(&mut self) -> u32 {
-        self.number = self.made.fetch_add(1, Relaxed) + 1;
-        self.number
-    }
-
-    /// Attempts started in this call so far.
-    pub fn attempts_made(&self) -> u32 {
-        self.made.load(Relaxed)
-    }
-
-    /// The call's attempt counter, to read once an attempt has ended.
-    pub fn attempts_counter(&self) -> Arc<AtomicU32> {
-        self.made.clone()
-    }
-
-    /// The endpoints this call has tried so far.
-    pub fn tried(&self) -> Vec<u64> {
-        self.tried.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Notes that an attempt of this call went to endpoint `id`.
-    pub fn note_tried(&self, id: u64) {
-        self.tried
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(id);
-    }
-
-    /// What is left until the deadline.
-    pub fn left(&self) -> Duration {
-        self.deadline.saturating_duration_since(Instant::now())
-    }
-}
 
 /// A reply, and how it was had.
 #[derive(Debug, Clone)]
@@ -151,7 +80,7 @@ pub struct Answered<R> {
     /// Attempts made (0 when the reply came from the cache).
     pub attempts: u32,
     pub from_cache: bool,
-    /// Which attempt answered (0 from the cache).
+    /// The number of the attempt that answered ([`call::AttemptNumber`]; 0 from the cache).
     pub winner: u32,
     /// Whether a hedge was sent.
     pub hedged: bool,
@@ -246,13 +175,13 @@ impl StackState {
 const FETCH_PATH: &str = "/fanout.v1.Backend/Fetch";
 
 /// One backend's whole client, type-erased so every backend's is the same type.
-pub type BackendStack = BoxCloneSyncService<Bounded<FetchRequest>, Answered<FetchReply>, Failed>;
+pub type BackendStack = BoxCloneSyncService<Call<FetchRequest>, Answered<FetchReply>, Failed>;
 
 /// Builds one backend's stack over `endpoints` (its [`Balance`](balance::Balance)). The order is
 /// the design: see the module docs.
 pub fn stack<S>(state: &StackState, endpoints: S) -> BackendStack
 where
-    S: tower::Service<Bounded<FetchRequest>, Response = FetchReply, Error = error::CallError>
+    S: tower::Service<Call<FetchRequest>, Response = FetchReply, Error = error::CallError>
         + Clone
         + Send
         + Sync
@@ -263,7 +192,7 @@ where
         let name = state.name.clone();
         CacheLayer::new(
             cache,
-            move |m: &FetchRequest| (name.clone(), m.query.clone()),
+            move |call: &Call<FetchRequest>| (name.clone(), call.message.query.clone()),
             state.counters.clone(),
         )
     });

@@ -18,9 +18,10 @@ use tokio::time::{Instant, Sleep};
 use tower::retry::Policy;
 use tower::retry::budget::{Budget, TpsBudget};
 
+use super::call::{Deadline, Param, SetParam, Try};
 use super::error::{CallError, Failed, Stop};
 use super::limit::Limiter;
-use super::{Answered, Bounded, StackCounters, StackState};
+use super::{Answered, StackCounters, StackState};
 
 /// Attempts and backoff; plain data from the flags.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -49,8 +50,8 @@ impl Default for RetryPolicy {
     }
 }
 
-/// How long the budget remembers a deposit.
-const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+/// How long a budget remembers a deposit: the retry budget and the hedge budget alike.
+pub(super) const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 impl RetryPolicy {
     /// The backoff before retry number `retry` (1 = the first retry): exponential, capped, with
@@ -95,18 +96,23 @@ impl Retries {
         }
     }
 
-    /// Why `failed` is not retried, or `None` to retry it after `backoff`.
-    fn stop(&self, req: &Bounded<impl Sized>, failed: &Failed, backoff: Duration) -> Option<Stop> {
-        let attempt = req.attempt;
-        if attempt >= self.policy.max_attempts {
-            return Some(Stop::MaxAttempts(attempt));
+    /// Why `failed`, of try `tried`, is not retried, or `None` to retry it after `backoff`.
+    fn stop(
+        &self,
+        tried: u32,
+        Deadline(deadline): Deadline,
+        failed: &Failed,
+        backoff: Duration,
+    ) -> Option<Stop> {
+        if tried >= self.policy.max_attempts {
+            return Some(Stop::MaxAttempts(tried));
         }
         if matches!(failed.error, CallError::AttemptTimeout { .. }) && self.limiter.is_overloaded()
         {
             return Some(Stop::Overloaded);
         }
-        if Instant::now() + backoff + MIN_TIMEOUT > req.deadline {
-            return Some(Stop::NoTimeLeft { next: attempt + 1 });
+        if Instant::now() + backoff + MIN_TIMEOUT > deadline {
+            return Some(Stop::NoTimeLeft { next: tried + 1 });
         }
         // Last: a token is spent only on a retry that will be made.
         if !self.budget.withdraw() {
@@ -117,40 +123,42 @@ impl Retries {
     }
 }
 
-impl<M: Clone, R> Policy<Bounded<M>, Answered<R>, Failed> for Retries {
+impl<Req, R> Policy<Req, Answered<R>, Failed> for Retries
+where
+    Req: Param<Try> + SetParam<Try> + Param<Deadline> + Clone,
+{
     type Future = Sleep;
 
-    fn retry(
-        &mut self,
-        req: &mut Bounded<M>,
-        result: &mut Result<Answered<R>, Failed>,
-    ) -> Option<Sleep> {
+    fn retry(&mut self, req: &mut Req, result: &mut Result<Answered<R>, Failed>) -> Option<Sleep> {
         let Err(failed) = result else { return None };
         if !failed.error.retryable() {
             return None;
         }
-        let backoff = self.policy.backoff(req.attempt, &mut rand::rng());
-        if let Some(why) = self.stop(req, failed, backoff) {
+        let Try { number: tried, .. } = req.param();
+        let backoff = self.policy.backoff(tried, &mut rand::rng());
+        if let Some(why) = self.stop(tried, req.param(), failed, backoff) {
             failed.stopped = Some(why);
             return None;
         }
         StackCounters::bump(&self.counters.retries);
         tracing::debug!(
             backend = &*self.backend,
-            attempt = req.attempt,
+            try_number = tried,
             ?backoff,
             error = %failed.error,
             "retrying"
         );
-        req.attempt += 1;
-        req.backoff = backoff;
+        req.set_param(Try {
+            number: tried + 1,
+            backoff,
+        });
         Some(tokio::time::sleep(backoff))
     }
 
-    fn clone_request(&mut self, req: &Bounded<M>) -> Option<Bounded<M>> {
-        // Called before every attempt; the first one is the call itself, which earns the budget
-        // its deposit.
-        if req.attempt == 1 {
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        // Called before every try; the first one is the call itself, which earns the budget its
+        // deposit.
+        if Param::<Try>::param(req).number == 1 {
             self.budget.deposit();
         }
         Some(req.clone())

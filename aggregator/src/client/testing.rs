@@ -1,6 +1,7 @@
-//! What the layers' unit tests share: tower-test's mock service in the stack's types, below the
-//! layer under test, with a count of the futures it returned that were dropped unanswered (an
-//! attempt cancelled by a timeout, a lost hedge).
+//! What the layers' unit tests share: tower-test's mock service below the layer under test (for
+//! requests of the stack's type, [`Call`], unless a test names its own), with a count of the
+//! futures it returned that were dropped unanswered (an attempt cancelled by a timeout, a lost
+//! hedge).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -11,14 +12,15 @@ use futures::future::{BoxFuture, FutureExt};
 use tower::Service;
 use tower_test::mock;
 
+use super::call::Param;
 use super::error::{CallError, Failed};
-use super::{Answered, Bounded};
+use super::{Answered, Call};
 
 /// The message the tests send down.
 pub type Msg = &'static str;
 
 /// The test's end of the mock: each request, and where to send its answer.
-pub type Handle<R> = mock::Handle<Bounded<Msg>, R>;
+pub type Handle<R, Q = Call<Msg>> = mock::Handle<Q, R>;
 
 /// The errors a layer expects from below, made from what the test sends with
 /// `SendResponse::send_error` (a [`CallError`]).
@@ -48,14 +50,15 @@ impl FromMock for Failed {
     }
 }
 
-/// tower-test's mock, answering `R` or failing with `E`; every future it returns is watched.
-pub struct Below<R, E> {
-    mock: mock::Mock<Bounded<Msg>, R>,
+/// tower-test's mock taking requests `Q`, answering `R` or failing with `E`; every future it
+/// returns is watched.
+pub struct Below<R, E, Q = Call<Msg>> {
+    mock: mock::Mock<Q, R>,
     dropped: Dropped,
     error: PhantomData<fn() -> E>,
 }
 
-impl<R, E> Clone for Below<R, E> {
+impl<R, E, Q> Clone for Below<R, E, Q> {
     fn clone(&self) -> Self {
         Below {
             mock: self.mock.clone(),
@@ -94,7 +97,7 @@ impl Drop for Watch {
 }
 
 /// A mock service, its handle, and its count of futures dropped unanswered.
-pub fn below<R, E>() -> (Below<R, E>, Handle<R>, Dropped) {
+pub fn below<R, E, Q>() -> (Below<R, E, Q>, Handle<R, Q>, Dropped) {
     let (mock, handle) = mock::pair();
     let dropped = Dropped::default();
     let below = Below {
@@ -105,7 +108,7 @@ pub fn below<R, E>() -> (Below<R, E>, Handle<R>, Dropped) {
     (below, handle, dropped)
 }
 
-impl<R, E> Service<Bounded<Msg>> for Below<R, E>
+impl<R, E, Q> Service<Q> for Below<R, E, Q>
 where
     R: Send + 'static,
     E: FromMock + Send + 'static,
@@ -118,7 +121,7 @@ where
         self.mock.poll_ready(cx).map_err(E::from_mock)
     }
 
-    fn call(&mut self, req: Bounded<Msg>) -> Self::Future {
+    fn call(&mut self, req: Q) -> Self::Future {
         let answer = self.mock.call(req);
         let watch = Watch(Some(self.dropped.clone()));
         async move {
@@ -142,6 +145,11 @@ pub fn answered(reply: Msg, winner: u32) -> Answered<Msg> {
 }
 
 /// Whether the mock has a request waiting (without waiting for one).
-pub fn has_request<R>(handle: &mut Handle<R>) -> bool {
+pub fn has_request<R, Q>(handle: &mut Handle<R, Q>) -> bool {
     matches!(handle.poll_request(), Poll::Ready(Some(_)))
+}
+
+/// The value of type `T` a request carries: `param::<Deadline>(&req)`.
+pub fn param<T>(req: &impl Param<T>) -> T {
+    req.param()
 }

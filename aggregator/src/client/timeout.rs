@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tonic::Code;
 use tower::{Layer, Service};
 
-use super::Bounded;
+use super::call::{AttemptNumber, Deadline, Param, PerAttemptTimeout, SetParam};
 use super::error::{CallError, Phase};
 
 /// Makes [`AttemptTimeout`]s.
@@ -36,9 +36,10 @@ pub struct AttemptTimeout<S> {
     inner: S,
 }
 
-impl<S, M> Service<Bounded<M>> for AttemptTimeout<S>
+impl<S, Req> Service<Req> for AttemptTimeout<S>
 where
-    S: Service<Bounded<M>, Error = CallError>,
+    Req: Param<Deadline> + SetParam<Deadline> + Param<PerAttemptTimeout> + Param<AttemptNumber>,
+    S: Service<Req, Error = CallError>,
     S::Future: Send + 'static,
     S::Response: Send + 'static,
 {
@@ -50,12 +51,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Bounded<M>) -> Self::Future {
+    fn call(&mut self, mut req: Req) -> Self::Future {
         let started = Instant::now();
-        let left = req.deadline.saturating_duration_since(started);
-        let limit = req.attempt_timeout.min(left);
-        let timed_out = timed_out(req.number, limit, req.attempt_timeout < left);
-        req.deadline = started + limit;
+        let (Deadline(deadline), PerAttemptTimeout(own), AttemptNumber(number)) =
+            (req.param(), req.param(), req.param());
+        let left = deadline.saturating_duration_since(started);
+        let limit = own.min(left);
+        let timed_out = timed_out(number, limit, own < left);
+        req.set_param(Deadline(started + limit));
         let call = tokio::time::timeout(limit, self.inner.call(req));
         async move {
             match call.await {

@@ -9,9 +9,10 @@ use tonic::{Code, Status};
 use tower::{Layer, Service, ServiceExt};
 
 use super::AttemptLayer;
+use crate::client::call::{AttemptNumber, Attempts};
 use crate::client::error::{CallError, Phase};
-use crate::client::testing::{Msg, below, has_request};
-use crate::client::{Bounded, StackCounters};
+use crate::client::testing::{Msg, below, has_request, param};
+use crate::client::{Call, StackCounters};
 
 const SECOND: Duration = Duration::from_secs(1);
 
@@ -31,7 +32,7 @@ fn attempt() -> (
 async fn an_attempt_with_no_time_left_is_not_made() {
     let (svc, mut handle, counters) = attempt();
     // Less than the shortest attempt there is (MIN_TIMEOUT, 5 ms) left.
-    let req = Bounded::new("q", Instant::now() + Duration::from_millis(4), SECOND);
+    let req = Call::new("q", Instant::now() + Duration::from_millis(4), SECOND);
     let failed = svc.oneshot(req.clone()).await.unwrap_err();
     assert!(
         matches!(failed.error, CallError::Deadline(Phase::BeforeTurn)),
@@ -45,13 +46,13 @@ async fn an_attempt_with_no_time_left_is_not_made() {
     assert_eq!((failed.attempts, failed.stopped), (0, None));
     assert!(!has_request(&mut handle), "the backend was not called");
     assert_eq!(counters.attempts.load(Relaxed), 0);
-    assert_eq!(req.attempts_made(), 0, "not numbered either");
+    assert_eq!(param::<Attempts>(&req).made(), 0, "not numbered either");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_later_attempt_with_no_time_left_says_it_was_between_attempts() {
     let (mut svc, mut handle, counters) = attempt();
-    let req = Bounded::new("q", Instant::now() + Duration::from_millis(100), SECOND);
+    let req = Call::new("q", Instant::now() + Duration::from_millis(100), SECOND);
     let first = tokio::spawn(svc.ready().await.unwrap().call(req.clone()));
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_error(CallError::Status(Status::unavailable("busy")));
@@ -72,13 +73,19 @@ async fn a_later_attempt_with_no_time_left_says_it_was_between_attempts() {
 #[tokio::test(start_paused = true)]
 async fn attempts_are_counted_and_numbered_and_the_winner_is_the_one_that_answered() {
     let (mut svc, mut handle, counters) = attempt();
-    let req = Bounded::new("q", Instant::now() + SECOND, SECOND);
+    let req = Call::new("q", Instant::now() + SECOND, SECOND);
     // Two attempts of one call out at once (a try and its hedge), then a fresh call.
     let one = tokio::spawn(svc.ready().await.unwrap().call(req.clone()));
     let two = tokio::spawn(svc.ready().await.unwrap().call(req.clone()));
     let (seen1, reply1) = handle.next_request().await.unwrap();
     let (seen2, reply2) = handle.next_request().await.unwrap();
-    assert_eq!((seen1.number, seen2.number), (1, 2));
+    assert_eq!(
+        (
+            param::<AttemptNumber>(&seen1).0,
+            param::<AttemptNumber>(&seen2).0
+        ),
+        (1, 2)
+    );
     assert_eq!(seen1.message, "q");
 
     reply2.send_response("second");
@@ -91,21 +98,25 @@ async fn attempts_are_counted_and_numbered_and_the_winner_is_the_one_that_answer
     reply1.send_response("first");
     assert_eq!(one.await.unwrap().unwrap().winner, 1);
 
-    let other = Bounded::new("r", Instant::now() + SECOND, SECOND);
+    let other = Call::new("r", Instant::now() + SECOND, SECOND);
     let three = tokio::spawn(svc.ready().await.unwrap().call(other));
     let (seen, reply) = handle.next_request().await.unwrap();
-    assert_eq!(seen.number, 1, "each call numbers its own attempts");
+    assert_eq!(
+        param::<AttemptNumber>(&seen).0,
+        1,
+        "each call numbers its own attempts"
+    );
     reply.send_response("other");
     let answer = three.await.unwrap().unwrap();
     assert_eq!((answer.winner, answer.attempts), (1, 1));
     assert_eq!(counters.attempts.load(Relaxed), 3, "the backend's count");
-    assert_eq!(req.attempts_made(), 2);
+    assert_eq!(param::<Attempts>(&req).made(), 2);
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_inner_error_comes_back_failed_with_the_attempts_made() {
     let (mut svc, mut handle, counters) = attempt();
-    let req = Bounded::new("q", Instant::now() + SECOND, SECOND);
+    let req = Call::new("q", Instant::now() + SECOND, SECOND);
     let call = tokio::spawn(svc.ready().await.unwrap().call(req));
     let (_, reply) = handle.next_request().await.unwrap();
     reply.send_error(CallError::Status(Status::internal("bug")));

@@ -14,11 +14,13 @@ use tokio::time::Instant;
 use tower::Service;
 
 use super::Balance;
-use crate::client::Bounded;
+use crate::client::Call;
+use crate::client::call::Tried;
 use crate::client::error::CallError;
 use crate::client::fetch::Keepalive;
 use crate::client::replicas::{Pick, Replica, ReplicaPolicy, Replicas, Resolver};
 use crate::client::silence::SILENT_AFTER;
+use crate::client::testing::param;
 
 /// A backend of `n` endpoints, none of them reachable, and its balance.
 fn backend(n: usize) -> (Balance, Arc<Replicas>, Vec<Arc<Replica>>) {
@@ -51,8 +53,8 @@ fn silence(r: &Replica) {
     assert!(r.is_down());
 }
 
-fn request() -> Bounded<FetchRequest> {
-    Bounded::new(
+fn request() -> Call<FetchRequest> {
+    Call::new(
         FetchRequest::default(),
         Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
@@ -60,15 +62,15 @@ fn request() -> Bounded<FetchRequest> {
 }
 
 /// Where `balance` sends a call of `req`: the call is polled once, up to the send, and dropped.
-fn sent_to(balance: &mut Balance, req: &Bounded<FetchRequest>) -> u64 {
-    let before = req.tried().len();
+fn sent_to(balance: &mut Balance, req: &Call<FetchRequest>) -> u64 {
+    let before = param::<Tried>(req).ids().len();
     {
         let call = pin!(balance.call(req.clone()));
         let waker = futures::task::noop_waker();
         let polled = call.poll(&mut std::task::Context::from_waker(&waker));
         assert!(polled.is_pending(), "{:?}", polled.map(|r| r.map(|_| ())));
     }
-    let tried = req.tried();
+    let tried = param::<Tried>(req).ids();
     assert_eq!(tried.len(), before + 1);
     tried[before]
 }
@@ -91,14 +93,14 @@ async fn a_call_prefers_an_endpoint_it_has_not_tried() {
     // Through the balance: a retry after a and b goes to c, and the call notes it.
     for _ in 0..20 {
         let req = request();
-        req.note_tried(a);
-        req.note_tried(b);
+        param::<Tried>(&req).note(a);
+        param::<Tried>(&req).note(b);
         assert_eq!(sent_to(&mut balance, &req), c);
     }
     // Every endpoint tried: any of them again.
     let req = request();
     for id in [a, b, c] {
-        req.note_tried(id);
+        param::<Tried>(&req).note(id);
     }
     assert!([a, b, c].contains(&sent_to(&mut balance, &req)));
 }
@@ -136,5 +138,8 @@ async fn a_call_fails_at_once_when_every_endpoint_is_down_saying_why() {
         assert!(why.contains(&format!("{} is silent", r.addr)), "{why}");
     }
     assert!(!error.retryable(), "a retry would find them down too");
-    assert!(req.tried().is_empty(), "no endpoint was called");
+    assert!(
+        param::<Tried>(&req).ids().is_empty(),
+        "no endpoint was called"
+    );
 }

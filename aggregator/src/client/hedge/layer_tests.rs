@@ -10,9 +10,10 @@ use tower::retry::budget::Budget;
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Hedge, HedgeAfter, HedgeLayer, HedgePolicy, Hedging};
+use crate::client::call::{AttemptNumber, IsHedge, SetParam, Try};
 use crate::client::error::Failed;
-use crate::client::testing::{Below, Dropped, Handle, Msg, answered, below, has_request};
-use crate::client::{Answered, Bounded, StackCounters};
+use crate::client::testing::{Below, Dropped, Handle, Msg, answered, below, has_request, param};
+use crate::client::{Answered, Call, StackCounters};
 
 const MS: Duration = Duration::from_millis(1);
 const HEDGE_AFTER: Duration = Duration::from_millis(20);
@@ -43,8 +44,8 @@ fn hedge() -> Setup {
     }
 }
 
-fn request() -> Bounded<Msg> {
-    Bounded::new(
+fn request() -> Call<Msg> {
+    Call::new(
         "q",
         Instant::now() + Duration::from_secs(1),
         Duration::from_secs(1),
@@ -63,14 +64,14 @@ async fn a_slow_first_attempt_is_hedged_after_the_delay_and_the_hedge_wins() {
     let call = tokio::spawn(svc.ready().await.unwrap().call(request()));
     let (first, _slow) = handle.next_request().await.unwrap();
     let start = Instant::now();
-    assert!(!first.hedge);
+    assert!(!param::<IsHedge>(&first).0);
     let (second, reply) = handle.next_request().await.unwrap();
     assert_eq!(
         start.elapsed(),
         HEDGE_AFTER,
         "the hedge goes out at the delay"
     );
-    assert!(second.hedge && second.message == "q");
+    assert!(param::<IsHedge>(&second).0 && second.message == "q");
     assert_eq!(counters.hedges.load(Relaxed), 1);
 
     reply.send_response(answered("from the hedge", 2));
@@ -93,7 +94,7 @@ async fn the_first_attempt_answering_after_the_hedge_went_out_wins_and_cancels_i
     let call = tokio::spawn(svc.ready().await.unwrap().call(request()));
     let (_, reply) = handle.next_request().await.unwrap();
     let (second, _hedge) = handle.next_request().await.unwrap();
-    assert!(second.hedge);
+    assert!(param::<IsHedge>(&second).0);
     tokio::time::advance(5 * MS).await;
     reply.send_response(answered("from the first", 1));
     let answer = call.await.unwrap().unwrap();
@@ -160,8 +161,7 @@ async fn a_request_s_own_delay_overrides_the_backend_s_and_zero_turns_hedging_of
         counters,
         ..
     } = hedge();
-    let mut own = request();
-    own.hedge_after = Some(50 * MS);
+    let own = request().hedge_delay(Some(50 * MS));
     let call = tokio::spawn(svc.ready().await.unwrap().call(own));
     let (_, _slow) = handle.next_request().await.unwrap();
     let start = Instant::now();
@@ -170,8 +170,7 @@ async fn a_request_s_own_delay_overrides_the_backend_s_and_zero_turns_hedging_of
     reply.send_response(answered("hedge", 2));
     assert!(call.await.unwrap().unwrap().hedged);
 
-    let mut off = request();
-    off.hedge_after = Some(Duration::ZERO);
+    let off = request().hedge_delay(Some(Duration::ZERO));
     let call = tokio::spawn(svc.ready().await.unwrap().call(off));
     let (_, reply) = handle.next_request().await.unwrap();
     tokio::time::sleep(10 * HEDGE_AFTER).await;
@@ -195,7 +194,7 @@ async fn in_a_retried_try_the_first_attempt_winning_is_not_a_hedge_won() {
         ..HedgePolicy::default()
     };
     let hedging = Arc::new(Hedging::new(policy, counters.clone()));
-    let (inner, mut handle, _) = below::<Msg, CallError>();
+    let (inner, mut handle, _) = below::<Msg, CallError, Call<Msg>>();
     let mut svc =
         HedgeLayer::new(hedging).layer(AttemptLayer::new(counters.clone(), None).layer(inner));
 
@@ -207,12 +206,21 @@ async fn in_a_retried_try_the_first_attempt_winning_is_not_a_hedge_won() {
     assert!(try1.await.unwrap().is_err());
 
     // Try 2 (as the retry layer sends it): slow, so hedged; its first attempt answers first.
-    req.attempt = 2;
+    req.set_param(Try {
+        number: 2,
+        backoff: Duration::ZERO,
+    });
     let try2 = tokio::spawn(svc.ready().await.unwrap().call(req));
     let (first, reply) = handle.next_request().await.unwrap();
     let (hedge, _lost) = handle.next_request().await.unwrap();
-    assert_eq!((first.number, first.hedge), (2, false));
-    assert_eq!((hedge.number, hedge.hedge), (3, true));
+    assert_eq!(
+        (param::<AttemptNumber>(&first).0, param::<IsHedge>(&first).0),
+        (2, false)
+    );
+    assert_eq!(
+        (param::<AttemptNumber>(&hedge).0, param::<IsHedge>(&hedge).0),
+        (3, true)
+    );
     reply.send_response("from the first");
     let answer = try2.await.unwrap().unwrap();
     assert_eq!((answer.winner, answer.hedged), (2, true));

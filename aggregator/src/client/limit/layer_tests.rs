@@ -11,7 +11,8 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::control::OPEN;
 use super::{ConcurrencyLimit, ConcurrencyLimitLayer, Limit, Limiter};
-use crate::client::Bounded;
+use crate::client::Call;
+use crate::client::call::{Deadline, Param};
 use crate::client::error::{CallError, Phase};
 use crate::client::testing::{Below, Handle, Msg, below, has_request};
 
@@ -28,7 +29,7 @@ fn limit(limit: Limit, queue_timeout: Option<Duration>) -> (Svc, Handle<Msg>, Ar
 }
 
 async fn call(svc: &mut Svc, deadline_in: Duration) -> JoinHandle<Result<Msg, CallError>> {
-    let req = Bounded::new("q", Instant::now() + deadline_in, Duration::from_secs(1));
+    let req = Call::new("q", Instant::now() + deadline_in, Duration::from_secs(1));
     tokio::spawn(svc.ready().await.unwrap().call(req))
 }
 
@@ -143,4 +144,37 @@ async fn an_adaptive_limit_admits_everything_while_open() {
     }
     assert_eq!(limiter.over_limit.load(Relaxed), 0);
     assert_eq!(limiter.in_flight.load(Relaxed), 0);
+}
+
+/// A request that carries a deadline and nothing else: all the limit layer declares it reads.
+#[derive(Debug)]
+struct OnlyADeadline(Deadline);
+
+impl Param<Deadline> for OnlyADeadline {
+    fn param(&self) -> Deadline {
+        self.0
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layer_needs_nothing_of_a_request_but_its_deadline() {
+    let limiter = Arc::new(Limiter::new(
+        "b".into(),
+        Limit::Fixed(1),
+        Some(QUEUE_TIMEOUT),
+    ));
+    let (inner, mut handle, _) = below::<Msg, CallError, OnlyADeadline>();
+    let mut svc = ConcurrencyLimitLayer::new(limiter).layer(inner);
+    let in_a_second = || OnlyADeadline(Deadline(Instant::now() + Duration::from_secs(1)));
+    let first = tokio::spawn(svc.ready().await.unwrap().call(in_a_second()));
+    let (_, reply) = handle.next_request().await.unwrap();
+    let start = Instant::now();
+    let second = svc.ready().await.unwrap().call(in_a_second()).await;
+    assert!(
+        matches!(second, Err(CallError::OverLimit { limit: 1, .. })),
+        "{second:?}"
+    );
+    assert_eq!(start.elapsed(), QUEUE_TIMEOUT);
+    reply.send_response("answered");
+    assert_eq!(first.await.unwrap().unwrap(), "answered");
 }

@@ -32,7 +32,7 @@ use tower::{Layer, Service, ServiceExt};
 
 pub use self::slots::{AUTO_QUEUE_TIMEOUT, Limiter, Reservation, Slot};
 
-use super::Bounded;
+use super::call::{Deadline, Param};
 use super::error::{CallError, Phase};
 
 /// `--backend-concurrency`: a fixed number of calls in flight at one backend, or `auto`.
@@ -103,12 +103,12 @@ pub struct ConcurrencyLimit<S> {
     limiter: Arc<Limiter>,
 }
 
-impl<S, M> Service<Bounded<M>> for ConcurrencyLimit<S>
+impl<S, Req> Service<Req> for ConcurrencyLimit<S>
 where
-    S: Service<Bounded<M>, Error = CallError> + Clone + Send + 'static,
+    Req: Param<Deadline> + Send + 'static,
+    S: Service<Req, Error = CallError> + Clone + Send + 'static,
     S::Future: Send,
     S::Response: Send,
-    M: Send + 'static,
 {
     type Response = S::Response;
     type Error = CallError;
@@ -119,16 +119,17 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Bounded<M>) -> Self::Future {
+    fn call(&mut self, req: Req) -> Self::Future {
         let (limiter, inner) = (self.limiter.clone(), self.inner.clone());
+        let deadline: Deadline = req.param();
         async move {
             let asked = Instant::now();
-            let slot = limiter.acquire(req.deadline).await?;
+            let slot = limiter.acquire(deadline.0).await?;
             let waited = asked.elapsed();
             if !waited.is_zero() {
                 tracing::Span::current().record("queued_ms", waited.as_secs_f64() * 1e3);
             }
-            if req.left() < MIN_TIMEOUT {
+            if deadline.left() < MIN_TIMEOUT {
                 return Err(CallError::Deadline(Phase::WaitingForSlot));
             }
             let answer = inner.oneshot(req).await;

@@ -11,11 +11,12 @@ use tower::retry::{Retry, RetryLayer};
 use tower::{Layer, Service, ServiceExt};
 
 use super::{Retries, RetryPolicy};
+use crate::client::call::Try;
 use crate::client::error::{CallError, Failed, Stop};
 use crate::client::hedge::HedgePolicy;
 use crate::client::limit::Limit;
-use crate::client::testing::{Below, Handle, Msg, answered, below, has_request};
-use crate::client::{Answered, Bounded, StackState};
+use crate::client::testing::{Below, Handle, Msg, answered, below, has_request, param};
+use crate::client::{Answered, Call, StackState};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -36,8 +37,8 @@ fn retry(policy: RetryPolicy) -> (Svc, Handle<Answered<Msg>>, StackState) {
     (svc, handle, state)
 }
 
-fn request(deadline_in: Duration) -> Bounded<Msg> {
-    Bounded::new("q", Instant::now() + deadline_in, Duration::from_secs(1))
+fn request(deadline_in: Duration) -> Call<Msg> {
+    Call::new("q", Instant::now() + deadline_in, Duration::from_secs(1))
 }
 
 fn unavailable() -> CallError {
@@ -54,14 +55,15 @@ async fn retryable_codes_are_retried_after_a_backoff_within_the_policy_s_bounds(
             .call(request(Duration::from_secs(5))),
     );
     let (first, reply) = handle.next_request().await.unwrap();
-    assert_eq!((first.attempt, first.backoff), (1, Duration::ZERO));
+    assert_eq!(param::<Try>(&first), Try::FIRST);
     reply.send_error(unavailable());
     // Equal jitter: half the step at least, the step at most (20 ms, then 40 ms).
     for (attempt, step) in [(2, 20 * MS), (3, 40 * MS)] {
         let failed_at = Instant::now();
         let (again, reply) = handle.next_request().await.unwrap();
         let waited = failed_at.elapsed();
-        assert_eq!(again.attempt, attempt);
+        let again = param::<Try>(&again);
+        assert_eq!(again.number, attempt);
         assert!(
             again.backoff >= step / 2 && again.backoff <= step,
             "attempt {attempt}: {:?}",
@@ -129,7 +131,7 @@ async fn max_attempts_are_honoured() {
     );
     for attempt in 1..=2 {
         let (seen, reply) = handle.next_request().await.unwrap();
-        assert_eq!(seen.attempt, attempt);
+        assert_eq!(param::<Try>(&seen).number, attempt);
         reply.send_error(unavailable());
     }
     let failed = call.await.unwrap().unwrap_err();

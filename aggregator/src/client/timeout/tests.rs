@@ -8,9 +8,10 @@ use tonic::{Code, Status};
 use tower::{Layer, Service, ServiceExt};
 
 use super::AttemptTimeoutLayer;
-use crate::client::Bounded;
+use crate::client::Call;
+use crate::client::call::{AttemptNumber, Deadline, Param, PerAttemptTimeout, SetParam};
 use crate::client::error::{CallError, Phase};
-use crate::client::testing::{Below, Dropped, Handle, Msg, below};
+use crate::client::testing::{Below, Dropped, Handle, Msg, below, param};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -24,9 +25,9 @@ fn timeout() -> (
 }
 
 /// Attempt 3 of a call with `deadline_in` left and an attempt timeout of `timeout`.
-fn request(deadline_in: Duration, timeout: Duration) -> Bounded<Msg> {
-    let mut req = Bounded::new("q", Instant::now() + deadline_in, timeout);
-    req.number = 3;
+fn request(deadline_in: Duration, timeout: Duration) -> Call<Msg> {
+    let mut req = Call::new("q", Instant::now() + deadline_in, timeout);
+    req.set_param(AttemptNumber(3));
     req
 }
 
@@ -42,7 +43,7 @@ async fn an_attempt_that_is_not_answered_ends_at_its_own_timeout_and_is_cancelle
     );
     let (seen, _never_answered) = handle.next_request().await.unwrap();
     assert_eq!(
-        seen.deadline,
+        param::<Deadline>(&seen).0,
         start + 100 * MS,
         "the backend is sent the attempt's bound, not the call's"
     );
@@ -63,7 +64,7 @@ async fn an_attempt_is_cut_short_by_the_deadline_when_it_leaves_less() {
     let start = Instant::now();
     let call = tokio::spawn(svc.ready().await.unwrap().call(request(40 * MS, 100 * MS)));
     let (seen, _never_answered) = handle.next_request().await.unwrap();
-    assert_eq!(seen.deadline, start + 40 * MS);
+    assert_eq!(param::<Deadline>(&seen).0, start + 40 * MS);
     let error = call.await.unwrap().unwrap_err();
     assert_eq!(start.elapsed(), 40 * MS);
     assert!(
@@ -125,4 +126,53 @@ async fn a_backend_giving_up_at_the_sent_bound_counts_as_the_timeout_but_not_bef
         matches!(&error, CallError::Status(s) if s.code() == Code::Cancelled),
         "{error:?}"
     );
+}
+
+/// What the attempt timeout declares it reads and sets, and nothing more.
+#[derive(Debug)]
+struct Bare {
+    deadline: Deadline,
+    timeout: PerAttemptTimeout,
+    number: AttemptNumber,
+}
+
+impl Param<Deadline> for Bare {
+    fn param(&self) -> Deadline {
+        self.deadline
+    }
+}
+
+impl SetParam<Deadline> for Bare {
+    fn set_param(&mut self, deadline: Deadline) {
+        self.deadline = deadline;
+    }
+}
+
+impl Param<PerAttemptTimeout> for Bare {
+    fn param(&self) -> PerAttemptTimeout {
+        self.timeout
+    }
+}
+
+impl Param<AttemptNumber> for Bare {
+    fn param(&self) -> AttemptNumber {
+        self.number
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_layer_needs_nothing_of_a_request_but_what_it_declares() {
+    let (inner, mut handle, _) = below::<Msg, CallError, Bare>();
+    let mut svc = AttemptTimeoutLayer.layer(inner);
+    let start = Instant::now();
+    let req = Bare {
+        deadline: Deadline(start + 1000 * MS),
+        timeout: PerAttemptTimeout(100 * MS),
+        number: AttemptNumber(7),
+    };
+    let call = tokio::spawn(svc.ready().await.unwrap().call(req));
+    let (seen, _never_answered) = handle.next_request().await.unwrap();
+    assert_eq!(seen.deadline, Deadline(start + 100 * MS));
+    let error = call.await.unwrap().unwrap_err();
+    assert_eq!(error.to_string(), "attempt 7 timed out after 100.0ms");
 }
