@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Runs the README's grpcurl examples against real servers started from this checkout's binaries
-# and checks what they print. Every `grpcurl` line of README.md must appear below verbatim, so the
-# README cannot drift from what CI runs.
+# Runs the grpcurl examples of README.md and docs/*.md against real servers started from this
+# checkout's binaries and checks what they print. Every `grpcurl` line of those files must appear
+# below verbatim, so the documentation cannot drift from what CI runs.
 #
 # Usage: scripts/smoke-grpcurl.sh [BIN_DIR]   (default: target/debug, built if missing)
 set -euo pipefail
@@ -88,7 +88,7 @@ expect '"status": "SERVING"' -- grpcurl -plaintext -d '{"service": "fanout.v1.Ba
 expect '"served"' -- grpcurl -plaintext localhost:50061 fanout.v1.Backend/Stats
 expect_error InvalidArgument -- grpcurl -plaintext -d '{"delay_ms": 36000000}' localhost:50061 fanout.v1.Backend/Fetch
 
-# --- the aggregator, as the README starts it (alpha from above still running) ---------------
+# --- the aggregator, as the README starts it (alpha from above still running) --------------
 start "$logs/slow.log" serving localhost:50062 -- \
   "$bin/backend" --name slow --listen 127.0.0.1:50062 --latency 'tail:100ms,p=0.1,3s'
 start "$logs/flaky.log" serving localhost:50063 -- \
@@ -120,7 +120,7 @@ latencies=$(grep -oE '"latencyMs": [0-9.e+-]+' <<<"$out" | awk '{print $2}')
 sort -g -c <<<"$latencies" || fail "stream results not in completion order: $latencies"
 echo "ok: AggregateStream yields results in completion order"
 
-# --- TLS on every hop, as the README's "TLS" section starts it -------------------------------
+# --- TLS on every hop, as docs/security.md ("TLS") starts it ---------------------------------
 # Certificates from scripts/make-certs.sh (openssl) in ./certs; mTLS on both servers. The
 # plaintext aggregator makes way: the TLS one takes the default port, as in the README.
 kill "$plain_aggregator"; wait "$plain_aggregator" 2>/dev/null || true
@@ -147,11 +147,11 @@ if out=$(grpcurl -plaintext -connect-timeout 2 localhost:50051 list 2>&1); then
 fi
 echo "ok (refused): plaintext to the TLS aggregator"
 
-# --- the README shows nothing this script does not run ------------------------------------
+# --- the documentation shows nothing this script does not run ------------------------------
 missing=0
-while IFS= read -r line; do
-  grep -qF -- "$line" "$0" || { echo "README example not smoke-checked: $line" >&2; missing=1; }
-done < <(grep -E '^grpcurl ' README.md | sed -E 's/ +#.*$//')
-[ "$missing" = 0 ] || fail "README.md has grpcurl examples this script does not run"
+while IFS=: read -r file line; do
+  grep -qF -- "$line" "$0" || { echo "$file: example not smoke-checked: $line" >&2; missing=1; }
+done < <(grep -E '^grpcurl ' README.md docs/*.md | sed -E 's/ +#.*$//')
+[ "$missing" = 0 ] || fail "the documentation has grpcurl examples this script does not run"
 
-echo "grpcurl smoke: all README examples passed"
+echo "grpcurl smoke: all documented examples passed"
