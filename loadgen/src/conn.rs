@@ -15,11 +15,18 @@
 //!    stream, and hyper a dispatch channel and a task for the request body. Here a request is
 //!    encoded once per caller ([`Prepared`]) and sent as one DATA frame, and an answer is cut
 //!    into messages straight off the `h2` stream ([`crate::grpc`]).
+//!
+//! A [`Conn`] behaves as a gRPC client's channel does towards servers nobody here wrote: a
+//! stream the server refused unprocessed is sent again (gRFC A6's transparent retry), and when
+//! the connection ends (a GOAWAY, say from a server's maximum connection age, or a broken
+//! socket) the next call connects again, one connect at a time and paced when connecting fails,
+//! while the old connection finishes the calls it still carries. The calls a GOAWAY left
+//! unprocessed are sent again on the new connection.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -28,13 +35,14 @@ use fanout_telemetry::propagation;
 use fanout_tls::tokio_rustls::TlsConnector;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use h2::client::{Connection, SendRequest};
+use h2::client::SendRequest;
 use http::header::{CONTENT_TYPE, HeaderValue, TE};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Uri};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{Mutex, mpsc};
+use tokio::time::Instant;
 use tonic::Status;
 
 use crate::grpc;
@@ -58,11 +66,20 @@ fn retry_pause(attempt: u32) -> Option<Duration> {
     })
 }
 
+/// After connecting again failed, the calls of the next this long fail at once (UNAVAILABLE,
+/// with the connect's error) rather than each trying: gRPC's connection backoff, shortened
+/// (gRPC starts at 1 s) so that a run against a server that went away still ends on time.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
+
 /// Why a connection could not be opened.
 pub type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Work run on a connection's own task.
 type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// An HTTP/2 connection's own future (its reading and writing), ending with the connection; it
+/// resolves to the connection's generation.
+type Driver = Pin<Box<dyn Future<Output = u64> + Send>>;
 
 /// What a connection's task is asked to do.
 enum Order {
@@ -70,19 +87,50 @@ enum Order {
     Run(Task),
     /// Drop everything it runs (abandoning their calls).
     StopAll,
+    /// Drive this connection too: the one that replaces a connection that ended.
+    Connection(Driver),
 }
 
-/// One HTTP/2 connection; clones share it.
+/// One HTTP/2 connection to a target, opened again when it ends; clones share it.
 #[derive(Debug, Clone)]
 pub struct Conn {
-    send: SendRequest<Bytes>,
+    link: Arc<Link>,
     /// Sent as every request's `:scheme` and `:authority`.
     scheme: Scheme,
     authority: Authority,
     tasks: mpsc::UnboundedSender<Order>,
-    /// Set when the connection has ended or is closing (a GOAWAY, or a broken socket): calls
-    /// over it fail at once from then on.
-    closed: Arc<AtomicBool>,
+}
+
+/// The connection now, and how to open it again.
+#[derive(Debug)]
+struct Link {
+    /// The handle of the connection now; replaced when it is opened again.
+    send: RwLock<SendRequest<Bytes>>,
+    /// Which connection that is (0 for the first).
+    generation: AtomicU64,
+    /// Set when the connection now has ended or is closing (a GOAWAY, or a broken socket): the
+    /// next call opens it again.
+    closed: AtomicBool,
+    /// Held while connecting again: one connect at a time.
+    reopen: Mutex<Reopen>,
+}
+
+struct Reopen {
+    uri: Uri,
+    limit: Duration,
+    tls: Option<TlsConnector>,
+    /// The last failed connect: when, and why.
+    failed: Option<(Instant, String)>,
+}
+
+impl std::fmt::Debug for Reopen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reopen")
+            .field("uri", &self.uri)
+            .field("tls", &self.tls.is_some())
+            .field("failed", &self.failed)
+            .finish()
+    }
 }
 
 /// How the loadgen's HTTP/2 connections are set up.
@@ -113,63 +161,64 @@ impl Conn {
         limit: Duration,
         tls: Option<&TlsConnector>,
     ) -> Result<Conn, ConnectError> {
-        let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return Err("only http:// and https:// are supported".into());
-        }
-        let authority = uri.authority().ok_or("the URL has no host")?.clone();
-        // `[::1]` is a URL's way to write an IPv6 address; the socket wants it bare.
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = authority
-            .port_u16()
-            .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
-        let stream = tokio::time::timeout(limit, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| format!("no connection within {limit:?}"))??;
-        // Requests are small and each batch is one write: don't let Nagle hold them back.
-        stream.set_nodelay(true)?;
-        if scheme == Scheme::HTTP {
-            return Conn::start(stream, scheme, authority, limit).await;
-        }
-        // TLS (rustls): the server must prove it is `host`, and agree to speak HTTP/2.
-        let tls = tls.ok_or("https:// needs TLS settings")?;
-        let name = fanout_tls::client::server_name(authority.host())?;
-        let stream = tokio::time::timeout(limit, tls.connect(name, stream))
-            .await
-            .map_err(|_| format!("no TLS handshake within {limit:?}"))??;
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return Err("the server did not agree to HTTP/2 (ALPN h2) over TLS".into());
-        }
-        Conn::start(stream, scheme, authority, limit).await
-    }
-
-    /// Starts HTTP/2 on `io`.
-    async fn start<T>(
-        io: T,
-        scheme: Scheme,
-        authority: Authority,
-        limit: Duration,
-    ) -> Result<Conn, ConnectError>
-    where
-        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    {
-        // The handshake writes the preface and our SETTINGS; the server's come later.
-        let (send, connection) = tokio::time::timeout(limit, builder().handshake::<_, Bytes>(io))
-            .await
-            .map_err(|_| format!("no HTTP/2 handshake within {limit:?}"))??;
+        let (scheme, authority) = parts(uri)?;
+        let (send, connection) = connect(uri, limit, tls).await?;
         let (tasks, inbox) = mpsc::unbounded_channel();
-        let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(drive(connection, inbox, closed.clone()));
+        let link = Arc::new(Link {
+            send: RwLock::new(send),
+            generation: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            reopen: Mutex::new(Reopen {
+                uri: uri.clone(),
+                limit,
+                tls: tls.cloned(),
+                failed: None,
+            }),
+        });
+        tokio::spawn(drive(drives(connection, 0), inbox, link.clone()));
         Ok(Conn {
-            send,
+            link,
             scheme,
             authority,
             tasks,
-            closed,
         })
+    }
+
+    /// Opens the connection again if it has ended (unless another call just did); after a
+    /// failed connect, fails at once for [`RECONNECT_PAUSE`].
+    async fn reconnect(&self) -> Result<(), Status> {
+        let seen = self.link.generation.load(Relaxed);
+        let mut reopen = self.link.reopen.lock().await;
+        if self.link.generation.load(Relaxed) != seen || !self.is_closed() {
+            return Ok(());
+        }
+        if let Some((at, why)) = &reopen.failed
+            && at.elapsed() < RECONNECT_PAUSE
+        {
+            return Err(Status::unavailable(format!(
+                "the connection ended, and connecting again failed: {why}"
+            )));
+        }
+        match connect(&reopen.uri, reopen.limit, reopen.tls.as_ref()).await {
+            Ok((send, connection)) => {
+                let generation = seen + 1;
+                *self.link.send.write().unwrap_or_else(|p| p.into_inner()) = send;
+                let _ = self
+                    .tasks
+                    .send(Order::Connection(drives(connection, generation)));
+                self.link.generation.store(generation, Relaxed);
+                self.link.closed.store(false, Relaxed);
+                reopen.failed = None;
+                Ok(())
+            }
+            Err(e) => {
+                let why = e.to_string();
+                reopen.failed = Some((Instant::now(), why.clone()));
+                Err(Status::unavailable(format!(
+                    "the connection ended, and connecting again failed: {why}"
+                )))
+            }
+        }
     }
 
     /// Runs `task` on this connection's task, beside the connection's own reading and writing.
@@ -178,9 +227,9 @@ impl Conn {
         self.tasks.send(Order::Run(Box::pin(task))).is_ok()
     }
 
-    /// Whether the connection has ended or is closing; calls over it fail at once from then on.
+    /// Whether the connection has ended or is closing, and is not open again yet.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Relaxed)
+        self.link.closed.load(Relaxed)
     }
 
     /// Drops everything given to [`Conn::beside`] so far, at the task's next turn.
@@ -215,23 +264,28 @@ impl Conn {
     ) -> Result<(), Status> {
         let mut attempts = 1;
         let (head, mut stream) = loop {
+            if self.is_closed() {
+                Box::pin(self.reconnect()).await?;
+            }
             match self.send(call, span).await {
                 Ok(response) => break response.into_parts(),
-                // Refused before any answer, so never processed: sent again, as a gRPC client's
-                // transparent retry does (gRFC A6), and still one call (its latency from the
-                // first send). Bounded, so a server refusing everything is answered with
-                // UNAVAILABLE rather than spun on. The common path pays for none of it: the
-                // request was encoded once, and the wait is boxed, kept out of the call's
-                // future. A stream above a GOAWAY's last stream id is as safe to send again,
-                // but only on another connection, and the loadgen does not reconnect.
-                Err(e)
-                    if attempts < MAX_ATTEMPTS
-                        && grpc::unprocessed(&e) == Some(grpc::Unprocessed::Refused)
-                        && !self.is_closed() =>
-                {
+                // Never processed, so sent again, as a gRPC client's transparent retry does
+                // (gRFC A6), and still one call (its latency from the first send): refused
+                // before any answer (on this connection, after a pause), or above the last
+                // stream id of the server's GOAWAY (on the connection that replaces it).
+                // Bounded, so a server refusing everything is answered with UNAVAILABLE rather
+                // than spun on. The common path pays for none of it: the request was encoded
+                // once, and the waits are boxed, kept out of the call's future.
+                Err(e) if attempts < MAX_ATTEMPTS && grpc::unprocessed(&e).is_some() => {
                     attempts += 1;
-                    if let Some(pause) = retry_pause(attempts) {
-                        Box::pin(tokio::time::sleep(pause)).await;
+                    match grpc::unprocessed(&e) {
+                        Some(grpc::Unprocessed::Refused) if !self.is_closed() => {
+                            if let Some(pause) = retry_pause(attempts) {
+                                Box::pin(tokio::time::sleep(pause)).await;
+                            }
+                        }
+                        // The connection is closing: the loop's top opens another.
+                        _ => self.note(&e),
                     }
                 }
                 Err(e) => return Err(self.failed(e)),
@@ -275,7 +329,12 @@ impl Conn {
         call: &Prepared,
         span: &tracing::Span,
     ) -> Result<http::Response<h2::RecvStream>, h2::Error> {
-        let mut send = self.send.clone();
+        let mut send = self
+            .link
+            .send
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         std::future::poll_fn(|cx| send.poll_ready(cx)).await?;
         let request = call.request(&self.scheme, &self.authority, span);
         let (response, mut body) = send.send_request(request, false)?;
@@ -318,10 +377,15 @@ impl Conn {
 
     /// The status of a call that `e` ended; notes a connection that is closing.
     fn failed(&self, e: h2::Error) -> Status {
-        if grpc::ends_connection(&e) {
-            self.closed.store(true, Relaxed);
-        }
+        self.note(&e);
         grpc::h2_status(e)
+    }
+
+    /// Notes that the connection is closing if `e` says so.
+    fn note(&self, e: &h2::Error) {
+        if grpc::ends_connection(e) {
+            self.link.closed.store(true, Relaxed);
+        }
     }
 }
 
@@ -376,36 +440,126 @@ impl Prepared {
     }
 }
 
-/// The connection's task: the HTTP/2 connection and the tasks run beside it.
+/// The scheme and authority every request to `uri` carries.
+fn parts(uri: &Uri) -> Result<(Scheme, Authority), ConnectError> {
+    let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
+    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+        return Err("only http:// and https:// are supported".into());
+    }
+    let authority = uri.authority().ok_or("the URL has no host")?.clone();
+    Ok((scheme, authority))
+}
+
+/// An HTTP/2 connection to `uri` within `limit` (TLS for `https://`): its handle, and its own
+/// future, to be driven.
+async fn connect(
+    uri: &Uri,
+    limit: Duration,
+    tls: Option<&TlsConnector>,
+) -> Result<(SendRequest<Bytes>, Pin<Box<dyn Future<Output = ()> + Send>>), ConnectError> {
+    let (scheme, authority) = parts(uri)?;
+    // `[::1]` is a URL's way to write an IPv6 address; the socket wants it bare.
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority
+        .port_u16()
+        .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
+    let stream = tokio::time::timeout(limit, TcpStream::connect((host, port)))
+        .await
+        .map_err(|_| format!("no connection within {limit:?}"))??;
+    // Requests are small and each batch is one write: don't let Nagle hold them back.
+    stream.set_nodelay(true)?;
+    if scheme == Scheme::HTTP {
+        return handshake(stream, limit).await;
+    }
+    // TLS (rustls): the server must prove it is `host`, and agree to speak HTTP/2.
+    let tls = tls.ok_or("https:// needs TLS settings")?;
+    let name = fanout_tls::client::server_name(authority.host())?;
+    let stream = tokio::time::timeout(limit, tls.connect(name, stream))
+        .await
+        .map_err(|_| format!("no TLS handshake within {limit:?}"))??;
+    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+        return Err("the server did not agree to HTTP/2 (ALPN h2) over TLS".into());
+    }
+    handshake(stream, limit).await
+}
+
+/// Starts HTTP/2 on `io`.
+async fn handshake<T>(
+    io: T,
+    limit: Duration,
+) -> Result<(SendRequest<Bytes>, Pin<Box<dyn Future<Output = ()> + Send>>), ConnectError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The handshake writes the preface and our SETTINGS; the server's come later.
+    let (send, connection) = tokio::time::timeout(limit, builder().handshake::<_, Bytes>(io))
+        .await
+        .map_err(|_| format!("no HTTP/2 handshake within {limit:?}"))??;
+    // How the connection ended is what its streams were told.
+    Ok((
+        send,
+        Box::pin(async move {
+            let _ = connection.await;
+        }),
+    ))
+}
+
+/// `connection`'s future, resolving to its `generation`.
+fn drives(connection: Pin<Box<dyn Future<Output = ()> + Send>>, generation: u64) -> Driver {
+    Box::pin(async move {
+        connection.await;
+        generation
+    })
+}
+
+/// The connection's task: its HTTP/2 connections (the one now, and any that ended with a
+/// GOAWAY and still finish their calls) and the tasks run beside them.
 ///
-/// Each turn runs the tasks that were woken first and the connection last, so whatever
+/// Each turn runs the tasks that were woken first and the connections last, so whatever
 /// requests the tasks started in this turn leave in one write.
-async fn drive<T: AsyncRead + AsyncWrite + Unpin>(
-    mut connection: Connection<T, Bytes>,
-    mut inbox: mpsc::UnboundedReceiver<Order>,
-    closed: Arc<AtomicBool>,
-) {
+async fn drive(first: Driver, mut inbox: mpsc::UnboundedReceiver<Order>, link: Arc<Link>) {
     let mut tasks = FuturesUnordered::new();
+    // The connection now, polled directly (it is woken by every socket read), and those that
+    // ended with a GOAWAY and still finish their calls.
+    let mut current = Some(first);
+    let mut draining = FuturesUnordered::new();
     let mut inbox_open = true;
-    let mut connected = true;
     std::future::poll_fn(|cx| {
         while inbox_open {
             match inbox.poll_recv(cx) {
                 Poll::Ready(Some(Order::Run(task))) => tasks.push(task),
                 Poll::Ready(Some(Order::StopAll)) => tasks.clear(),
+                Poll::Ready(Some(Order::Connection(c))) => {
+                    if let Some(old) = current.replace(c) {
+                        draining.push(old);
+                    }
+                }
                 Poll::Ready(None) => inbox_open = false,
                 Poll::Pending => break,
             }
         }
         while let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {}
-        if connected && Pin::new(&mut connection).poll(cx).is_ready() {
-            // Closed or broken: its streams have been told, and the tasks see that as
-            // errors of their calls.
-            connected = false;
-            closed.store(true, Relaxed);
+        let mut ended = false;
+        if let Some(Poll::Ready(generation)) = current.as_mut().map(|c| c.as_mut().poll(cx)) {
+            // Closed or broken: its streams have been told, and the tasks see that as errors
+            // of their calls; the next call opens another connection (unless one replaced it
+            // already).
+            if generation == link.generation.load(Relaxed) {
+                link.closed.store(true, Relaxed);
+            }
+            current = None;
+            ended = true;
+        }
+        while let Poll::Ready(Some(_)) = draining.poll_next_unpin(cx) {
+            ended = true;
+        }
+        if ended {
             while let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {}
         }
-        if !connected && !inbox_open && tasks.is_empty() {
+        if current.is_none() && draining.is_empty() && !inbox_open && tasks.is_empty() {
             Poll::Ready(())
         } else {
             Poll::Pending

@@ -246,9 +246,9 @@ impl ClosedLoop {
                 }
             }
             if done.code != Code::Ok && caller.conn().is_closed() {
-                // The target closed the connection or went away: every call over it now fails
-                // at once. Count that at a client's reconnect pace rather than a million times a
-                // second (the loadgen does not reconnect; the report shows UNAVAILABLE).
+                // The connection ended and connecting again failed (the target went away): the
+                // calls fail at once until a connect succeeds. Count that at a client's reconnect
+                // pace rather than a million times a second; the report shows UNAVAILABLE.
                 sleep(CLOSED_CONNECTION_PAUSE).await;
             }
         }

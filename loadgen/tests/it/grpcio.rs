@@ -1,6 +1,8 @@
 //! The loadgen against gRPC's C core (grpcio, from PyPI) as a client of it should behave: the
 //! streams a server at its SETTINGS_MAX_CONCURRENT_STREAMS refuses (REFUSED_STREAM) are sent
-//! again, as gRPC clients do, not counted as errors; a server going away (GOAWAY) ends the
+//! again, as gRPC clients do, not counted as errors; a server ending connections at its maximum
+//! age (GOAWAY) costs no call, the loadgen connecting again; a server's keepalive pings are
+//! answered and its policy on the client's pings never tripped; a server going away ends the
 //! run's calls over it as UNAVAILABLE, on time.
 //!
 //! The server is tests/py/grpcio_backend.py, run by a Python of the tests' own: a virtual
@@ -159,7 +161,7 @@ fn a_grpcio_server_going_away_fails_the_calls_after_as_unavailable_on_time() {
     let (r, took) = run(&server.target(), "8", "3s");
     println!("{r}");
     assert_eq!(server.line(), "stopped");
-    // The loadgen does not reconnect: the calls once the server is gone fail at once, at a
+    // Connecting again fails once the server is gone: the calls then fail at once, at a
     // client's reconnect pace, and the run ends on time.
     assert!(took < Duration::from_secs(10), "took {took:?}");
     let counts = r["status_counts"].as_object().unwrap();
@@ -176,4 +178,45 @@ fn a_grpcio_server_going_away_fails_the_calls_after_as_unavailable_on_time() {
         r["calls"].as_u64().unwrap(),
         "{r}"
     );
+}
+
+#[test]
+fn a_server_ending_connections_at_its_maximum_age_costs_no_call() {
+    // grpcio ends each connection (GOAWAY) after about 300 ms, as servers with a maximum
+    // connection age do: the loadgen connects again, the old connection finishes its calls,
+    // and the calls the GOAWAY left unprocessed are sent on the new one.
+    let server = Grpcio::start(&[
+        "--max-streams",
+        "100",
+        "--sleep-ms",
+        "2",
+        "--max-age-ms",
+        "300",
+    ]);
+    for callers in ["1", "16"] {
+        let (r, took) = run(&server.target(), callers, "2s");
+        println!("-c {callers}: {r}");
+        assert!(r["calls"].as_u64().unwrap() > 100, "-c {callers}: {r}");
+        assert_eq!(r["errors"].as_u64(), Some(0), "-c {callers}: {r}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+    }
+}
+
+#[test]
+fn a_server_that_pings_its_clients_and_polices_theirs_is_served_throughout() {
+    // grpcio pings the loadgen every 50 ms and drops a connection whose ping is not answered
+    // within 500 ms; it tolerates one client ping in five minutes. The loadgen answers its
+    // pings (h2 does, while the connection's task runs) and sends none of its own.
+    let server = Grpcio::start(&[
+        "--max-streams",
+        "100",
+        "--sleep-ms",
+        "2",
+        "--keepalive-ms",
+        "50",
+    ]);
+    let (r, _) = run(&server.target(), "8", "2s");
+    println!("{r}");
+    assert!(r["calls"].as_u64().unwrap() > 100, "{r}");
+    assert_eq!(r["errors"].as_u64(), Some(0), "{r}");
 }
