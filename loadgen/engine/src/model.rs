@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bound::Bound;
 use crate::stats::{Percentiles, Stats};
-use crate::theory::Bound;
 
 /// Which call the load makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
