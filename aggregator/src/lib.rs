@@ -133,7 +133,7 @@ impl Default for Config {
             cache_ttl: Duration::ZERO,
             allow_overrides: false,
             drain_delay: Duration::ZERO,
-            grace_period: Duration::from_secs(10),
+            grace_period: fanout_server::serve::DEFAULT_GRACE,
             tls: None,
             limits: ConnLimits::default(),
             metrics_listen: None,

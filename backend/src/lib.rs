@@ -76,7 +76,7 @@ impl Default for Config {
             seed: None,
             capacity: None,
             drain_delay: Duration::ZERO,
-            grace_period: Duration::from_secs(10),
+            grace_period: fanout_server::serve::DEFAULT_GRACE,
             tls: None,
             limits: ConnLimits::default(),
             metrics_listen: None,

@@ -47,6 +47,9 @@ impl From<fanout_tls::FileError> for ServeError {
     }
 }
 
+/// The grace period both servers give in-flight calls by default (`--grace-period`).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
 /// How a server is run; everything but the service itself.
 #[derive(Debug, Clone)]
 pub struct Server {

@@ -28,6 +28,7 @@ mod backend_latency;
 mod backend_modes;
 mod backend_overrides;
 mod backend_stats;
+mod docs;
 mod hostile_clients;
 mod metrics;
 mod reliability_blocking;
