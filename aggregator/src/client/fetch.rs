@@ -240,3 +240,6 @@ impl Service<Call<FetchRequest>> for Fetch {
         .boxed()
     }
 }
+
+#[cfg(test)]
+mod tests;
