@@ -5,6 +5,7 @@
 
 pub mod hostile;
 pub mod load;
+pub mod local;
 pub mod otlp;
 pub mod pki;
 pub mod process;

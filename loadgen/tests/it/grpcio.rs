@@ -20,35 +20,10 @@ use serde_json::Value;
 /// The grpcio the tests run (a current release).
 const GRPCIO: &str = "grpcio==1.85.3";
 
-/// A Python with `grpc`: a virtual environment of the tests' own under `target/`, made (from
-/// PyPI) the first time.
+/// A Python with `grpc` (a virtual environment of the tests' own under `target/`).
 fn python() -> &'static str {
     static PYTHON: OnceLock<String> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/python-grpcio");
-        let python = format!("{venv}/bin/python3");
-        let has_grpc = |py: &str| {
-            Command::new(py)
-                .args(["-c", "import grpc"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !has_grpc(&python) {
-            let made = Command::new("python3").args(["-m", "venv", venv]).status();
-            assert!(
-                made.is_ok_and(|s| s.success()),
-                "python3 -m venv {venv} failed"
-            );
-            let pip = Command::new(&python)
-                .args(["-m", "pip", "install", "-q", GRPCIO])
-                .status();
-            assert!(
-                pip.is_ok_and(|s| s.success()),
-                "cannot install {GRPCIO} from PyPI into {venv}"
-            );
-        }
-        python
-    })
+    PYTHON.get_or_init(|| fanout_tests::local::python("python-grpcio", "grpc", GRPCIO))
 }
 
 /// tests/py/grpcio_backend.py, running; killed when dropped.

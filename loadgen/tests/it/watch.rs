@@ -13,22 +13,7 @@ use crate::harness::{failed, loadgen, succeeded};
 use fanout_proto::v1::AggregateRequest;
 use fanout_proto::v1::aggregator_client::AggregatorClient;
 use fanout_server::thread::ServerThread;
-
-/// A loopback address for a metrics listener that nothing can take before the server binds it:
-/// a port that is free now and below Linux's ephemeral range (32768-60999), which neither a
-/// `bind` to port 0 nor an outgoing connection is ever given. (A port 0 bind, dropped and passed
-/// on, was once handed to another socket of a test running beside this one.)
-fn free_addr() -> SocketAddr {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 10_000) as u16;
-    loop {
-        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_000;
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().unwrap();
-        }
-    }
-}
+use fanout_tests::local::free_addr;
 
 fn start_backend() -> ServerThread {
     let config = backend::Config {

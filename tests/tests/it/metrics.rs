@@ -8,53 +8,19 @@ use std::time::Duration;
 
 use aggregator::client::hedge::HedgeAfter;
 use fanout_proto::v1::AggregateRequest;
+use fanout_tests::local::free_addr;
 use fanout_tests::*;
 use serde_json::Value;
 
-/// A loopback address for a metrics listener that nothing can take before the server binds it:
-/// a port that is free now and below Linux's ephemeral range (32768-60999), which neither a
-/// `bind` to port 0 nor an outgoing connection is ever given. (A port 0 bind, dropped and passed
-/// on, was once handed to another socket of a test running beside this one.)
-fn free_addr() -> SocketAddr {
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 10_000) as u16;
-    loop {
-        let port = base + NEXT.fetch_add(1, Ordering::Relaxed) % 2_000;
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port)) {
-            return l.local_addr().unwrap();
-        }
-    }
-}
-
-/// A Python with `prometheus_client`: a virtual environment of the tests' own under `target/`,
-/// made (from PyPI) the first time, so `cargo test` needs nothing installed but `python3`.
+/// A Python with `prometheus_client` (a virtual environment of the tests' own under `target/`).
 fn python() -> &'static str {
     static PYTHON: OnceLock<String> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/python");
-        let python = format!("{venv}/bin/python3");
-        let has_parser = |py: &str| {
-            Command::new(py)
-                .args(["-c", "import prometheus_client.parser"])
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        if !has_parser(&python) {
-            let made = Command::new("python3").args(["-m", "venv", venv]).status();
-            assert!(
-                made.is_ok_and(|s| s.success()),
-                "python3 -m venv {venv} failed"
-            );
-            let pip = Command::new(&python)
-                .args(["-m", "pip", "install", "-q", "prometheus-client==0.26.0"])
-                .status();
-            assert!(
-                pip.is_ok_and(|s| s.success()),
-                "cannot install prometheus-client from PyPI into {venv}"
-            );
-        }
-        python
+        fanout_tests::local::python(
+            "python",
+            "prometheus_client.parser",
+            "prometheus-client==0.26.0",
+        )
     })
 }
 
