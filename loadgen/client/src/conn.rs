@@ -24,28 +24,23 @@
 //! unprocessed are sent again on the new connection.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fanout_telemetry::propagation;
 use fanout_tls::tokio_rustls::TlsConnector;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use h2::client::SendRequest;
-use http::header::{CONTENT_TYPE, HeaderValue, TE};
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{HeaderMap, Method, Request, Uri};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use http::Uri;
+use http::uri::{Authority, Scheme};
 use tokio::sync::{Mutex, mpsc};
 use tokio::time::Instant;
 use tonic::Status;
 
+use crate::dial::{connect, parts};
 use crate::grpc;
+pub use crate::prepared::Prepared;
+use crate::task::{Order, drive, drives};
 
 /// How many times a call the server refused unprocessed (REFUSED_STREAM) is sent, in all, before
 /// it counts as UNAVAILABLE.
@@ -74,23 +69,6 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// Why a connection could not be opened.
 pub type ConnectError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Work run on a connection's own task.
-type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// An HTTP/2 connection's own future (its reading and writing), ending with the connection; it
-/// resolves to the connection's generation.
-type Driver = Pin<Box<dyn Future<Output = u64> + Send>>;
-
-/// What a connection's task is asked to do.
-enum Order {
-    /// Run this beside the connection.
-    Run(Task),
-    /// Drop everything it runs (abandoning their calls).
-    StopAll,
-    /// Drive this connection too: the one that replaces a connection that ended.
-    Connection(Driver),
-}
-
 /// One HTTP/2 connection to a target, opened again when it ends; clones share it.
 #[derive(Debug, Clone)]
 pub struct Conn {
@@ -103,14 +81,14 @@ pub struct Conn {
 
 /// The connection now, and how to open it again.
 #[derive(Debug)]
-struct Link {
+pub(crate) struct Link {
     /// The handle of the connection now; replaced when it is opened again.
     send: RwLock<SendRequest<Bytes>>,
     /// Which connection that is (0 for the first).
-    generation: AtomicU64,
+    pub(crate) generation: AtomicU64,
     /// Set when the connection now has ended or is closing (a GOAWAY, or a broken socket): the
     /// next call opens it again.
-    closed: AtomicBool,
+    pub(crate) closed: AtomicBool,
     /// Held while connecting again: one connect at a time.
     reopen: Mutex<Reopen>,
 }
@@ -131,25 +109,6 @@ impl std::fmt::Debug for Reopen {
             .field("failed", &self.failed)
             .finish()
     }
-}
-
-/// How the loadgen's HTTP/2 connections are set up.
-fn builder() -> h2::client::Builder {
-    let mut builder = h2::client::Builder::new();
-    builder
-        // Answers are taken off the connection as they arrive and their window given back
-        // at once, so large windows hold no more in memory; they spare the server waits for
-        // WINDOW_UPDATEs on large answers (an aggregate of many backends' payloads).
-        .initial_window_size(1 << 20)
-        .initial_connection_window_size(4 << 20)
-        // Until the server's SETTINGS arrive, `h2` assumes it takes any number of streams, so
-        // a run starting a hundred callers on one connection would flood a server allowing
-        // fewer (grpcio resets the streams beyond its limit). Open at most 100 until then, the
-        // least RFC 9113 asks servers to allow (and hyper's default); more wait in `h2`.
-        .initial_max_send_streams(100)
-        // The loadgen takes no pushes.
-        .enable_push(false);
-    builder
 }
 
 impl Conn {
@@ -387,183 +346,4 @@ impl Conn {
             self.link.closed.store(true, Relaxed);
         }
     }
-}
-
-/// A request encoded once: its method, headers (`grpc-timeout` among them) and framed message.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    path: PathAndQuery,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Prepared {
-    /// A call of `path` with `message`, encoded once, ready to be sent many times; `timeout` is
-    /// sent as its `grpc-timeout`.
-    pub fn new(
-        path: &'static str,
-        message: &impl prost::Message,
-        timeout: Option<Duration>,
-    ) -> Self {
-        let mut headers = HeaderMap::with_capacity(4);
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        headers.insert(TE, HeaderValue::from_static("trailers"));
-        if let Some(t) = timeout {
-            let value = fanout_server::deadline::format(t);
-            headers.insert(
-                "grpc-timeout",
-                HeaderValue::from_str(&value).expect("digits and a unit"),
-            );
-        }
-        Prepared {
-            path: PathAndQuery::from_static(path),
-            headers,
-            body: grpc::frame(message),
-        }
-    }
-
-    /// The request's head for the server at `authority`, with `span`'s trace context when it
-    /// is recorded.
-    fn request(&self, scheme: &Scheme, authority: &Authority, span: &tracing::Span) -> Request<()> {
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(scheme.clone());
-        uri.authority = Some(authority.clone());
-        uri.path_and_query = Some(self.path.clone());
-        let mut request = Request::new(());
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = Uri::from_parts(uri).expect("a scheme, an authority and a path");
-        *request.headers_mut() = self.headers.clone();
-        if let Some(trace) = propagation::trace_headers(span) {
-            request.headers_mut().extend(trace);
-        }
-        request
-    }
-}
-
-/// The scheme and authority every request to `uri` carries.
-fn parts(uri: &Uri) -> Result<(Scheme, Authority), ConnectError> {
-    let scheme = uri.scheme().cloned().unwrap_or(Scheme::HTTP);
-    if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-        return Err("only http:// and https:// are supported".into());
-    }
-    let authority = uri.authority().ok_or("the URL has no host")?.clone();
-    Ok((scheme, authority))
-}
-
-/// An HTTP/2 connection to `uri` within `limit` (TLS for `https://`): its handle, and its own
-/// future, to be driven.
-async fn connect(
-    uri: &Uri,
-    limit: Duration,
-    tls: Option<&TlsConnector>,
-) -> Result<(SendRequest<Bytes>, Pin<Box<dyn Future<Output = ()> + Send>>), ConnectError> {
-    let (scheme, authority) = parts(uri)?;
-    // `[::1]` is a URL's way to write an IPv6 address; the socket wants it bare.
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let port = authority
-        .port_u16()
-        .unwrap_or(if scheme == Scheme::HTTPS { 443 } else { 80 });
-    let stream = tokio::time::timeout(limit, TcpStream::connect((host, port)))
-        .await
-        .map_err(|_| format!("no connection within {limit:?}"))??;
-    // Requests are small and each batch is one write: don't let Nagle hold them back.
-    stream.set_nodelay(true)?;
-    if scheme == Scheme::HTTP {
-        return handshake(stream, limit).await;
-    }
-    // TLS (rustls): the server must prove it is `host`, and agree to speak HTTP/2.
-    let tls = tls.ok_or("https:// needs TLS settings")?;
-    let name = fanout_tls::client::server_name(authority.host())?;
-    let stream = tokio::time::timeout(limit, tls.connect(name, stream))
-        .await
-        .map_err(|_| format!("no TLS handshake within {limit:?}"))??;
-    if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-        return Err("the server did not agree to HTTP/2 (ALPN h2) over TLS".into());
-    }
-    handshake(stream, limit).await
-}
-
-/// Starts HTTP/2 on `io`.
-async fn handshake<T>(
-    io: T,
-    limit: Duration,
-) -> Result<(SendRequest<Bytes>, Pin<Box<dyn Future<Output = ()> + Send>>), ConnectError>
-where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // The handshake writes the preface and our SETTINGS; the server's come later.
-    let (send, connection) = tokio::time::timeout(limit, builder().handshake::<_, Bytes>(io))
-        .await
-        .map_err(|_| format!("no HTTP/2 handshake within {limit:?}"))??;
-    // How the connection ended is what its streams were told.
-    Ok((
-        send,
-        Box::pin(async move {
-            let _ = connection.await;
-        }),
-    ))
-}
-
-/// `connection`'s future, resolving to its `generation`.
-fn drives(connection: Pin<Box<dyn Future<Output = ()> + Send>>, generation: u64) -> Driver {
-    Box::pin(async move {
-        connection.await;
-        generation
-    })
-}
-
-/// The connection's task: its HTTP/2 connections (the one now, and any that ended with a
-/// GOAWAY and still finish their calls) and the tasks run beside them.
-///
-/// Each turn runs the tasks that were woken first and the connections last, so whatever
-/// requests the tasks started in this turn leave in one write.
-async fn drive(first: Driver, mut inbox: mpsc::UnboundedReceiver<Order>, link: Arc<Link>) {
-    let mut tasks = FuturesUnordered::new();
-    // The connection now, polled directly (it is woken by every socket read), and those that
-    // ended with a GOAWAY and still finish their calls.
-    let mut current = Some(first);
-    let mut draining = FuturesUnordered::new();
-    let mut inbox_open = true;
-    std::future::poll_fn(|cx| {
-        while inbox_open {
-            match inbox.poll_recv(cx) {
-                Poll::Ready(Some(Order::Run(task))) => tasks.push(task),
-                Poll::Ready(Some(Order::StopAll)) => tasks.clear(),
-                Poll::Ready(Some(Order::Connection(c))) => {
-                    if let Some(old) = current.replace(c) {
-                        draining.push(old);
-                    }
-                }
-                Poll::Ready(None) => inbox_open = false,
-                Poll::Pending => break,
-            }
-        }
-        while let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {}
-        let mut ended = false;
-        if let Some(Poll::Ready(generation)) = current.as_mut().map(|c| c.as_mut().poll(cx)) {
-            // Closed or broken: its streams have been told, and the tasks see that as errors
-            // of their calls; the next call opens another connection (unless one replaced it
-            // already).
-            if generation == link.generation.load(Relaxed) {
-                link.closed.store(true, Relaxed);
-            }
-            current = None;
-            ended = true;
-        }
-        while let Poll::Ready(Some(_)) = draining.poll_next_unpin(cx) {
-            ended = true;
-        }
-        if ended {
-            while let Poll::Ready(Some(())) = tasks.poll_next_unpin(cx) {}
-        }
-        if current.is_none() && draining.is_empty() && !inbox_open && tasks.is_empty() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
 }

@@ -12,4 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod conn;
+mod dial;
 pub mod grpc;
+mod prepared;
+mod task;
