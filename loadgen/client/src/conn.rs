@@ -161,11 +161,15 @@ impl Conn {
         match connect(&reopen.uri, reopen.limit, reopen.tls.as_ref()).await {
             Ok((send, connection)) => {
                 let generation = seen + 1;
-                *self.link.send.write().unwrap_or_else(|p| p.into_inner()) = send;
                 let _ = self
                     .tasks
                     .send(Order::Connection(drives(connection, generation)));
-                self.link.generation.store(generation, Relaxed);
+                {
+                    // The handle and its generation change together (`send` reads both).
+                    let mut current = self.link.send.write().unwrap_or_else(|p| p.into_inner());
+                    *current = send;
+                    self.link.generation.store(generation, Relaxed);
+                }
                 self.link.closed.store(false, Relaxed);
                 reopen.failed = None;
                 Ok(())
@@ -222,12 +226,13 @@ impl Conn {
         mut each: impl FnMut(Bytes) -> Result<(), Status>,
     ) -> Result<(), Status> {
         let mut attempts = 1;
-        let (head, mut stream) = loop {
+        let (generation, (head, mut stream)) = loop {
             if self.is_closed() {
                 Box::pin(self.reconnect()).await?;
             }
-            match self.send(call, span).await {
-                Ok(response) => break response.into_parts(),
+            let (generation, sent) = self.send(call, span).await;
+            match sent {
+                Ok(response) => break (generation, response.into_parts()),
                 // Never processed, so sent again, as a gRPC client's transparent retry does
                 // (gRFC A6), and still one call (its latency from the first send): refused
                 // before any answer (on this connection, after a pause), or above the last
@@ -244,10 +249,10 @@ impl Conn {
                             }
                         }
                         // The connection is closing: the loop's top opens another.
-                        _ => self.note(&e),
+                        _ => self.note(&e, generation),
                     }
                 }
-                Err(e) => return Err(self.failed(e)),
+                Err(e) => return Err(self.failed(e, generation)),
             }
         };
         if head.status != http::StatusCode::OK {
@@ -259,7 +264,7 @@ impl Conn {
         }
         let mut messages = grpc::Messages::default();
         while let Some(data) = stream.data().await {
-            let data = data.map_err(|e| self.failed(e))?;
+            let data = data.map_err(|e| self.failed(e, generation))?;
             // Read, so the window can open again at once.
             let _ = stream.flow_control().release_capacity(data.len());
             messages.push(data);
@@ -270,7 +275,11 @@ impl Conn {
         if !messages.is_empty() {
             return Err(Status::internal("the answer ended inside a message"));
         }
-        match stream.trailers().await.map_err(|e| self.failed(e))? {
+        match stream
+            .trailers()
+            .await
+            .map_err(|e| self.failed(e, generation))?
+        {
             Some(trailers) => grpc::status(&trailers)
                 .unwrap_or_else(|| Err(Status::internal("the answer ended without a grpc-status"))),
             None => Err(Status::internal("the answer ended without trailers")),
@@ -283,17 +292,26 @@ impl Conn {
     /// for a stream, so `poll_ready` on a fresh one passes at once, and the request then waits
     /// in `h2` while the server's SETTINGS_MAX_CONCURRENT_STREAMS are all in use (queued at the
     /// client, never sent past the limit). Only the `Bytes` handle of the body is cloned.
+    /// Returns which connection it went over (its generation) with the outcome.
     async fn send(
         &self,
         call: &Prepared,
         span: &tracing::Span,
+    ) -> (u64, Result<http::Response<h2::RecvStream>, h2::Error>) {
+        let (mut send, generation) = {
+            let current = self.link.send.read().unwrap_or_else(|p| p.into_inner());
+            (current.clone(), self.link.generation.load(Relaxed))
+        };
+        (generation, self.send_on(&mut send, call, span).await)
+    }
+
+    /// [`Conn::send`] with the handle it read.
+    async fn send_on(
+        &self,
+        send: &mut SendRequest<Bytes>,
+        call: &Prepared,
+        span: &tracing::Span,
     ) -> Result<http::Response<h2::RecvStream>, h2::Error> {
-        let mut send = self
-            .link
-            .send
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
         std::future::poll_fn(|cx| send.poll_ready(cx)).await?;
         let request = call.request(&self.scheme, &self.authority, span);
         let (response, mut body) = send.send_request(request, false)?;
@@ -334,15 +352,18 @@ impl Conn {
         grpc::decode(answer)
     }
 
-    /// The status of a call that `e` ended; notes a connection that is closing.
-    fn failed(&self, e: h2::Error) -> Status {
-        self.note(&e);
+    /// The status of a call that `e` ended on connection `generation`; notes a connection
+    /// that is closing.
+    fn failed(&self, e: h2::Error, generation: u64) -> Status {
+        self.note(&e, generation);
         grpc::h2_status(e)
     }
 
-    /// Notes that the connection is closing if `e` says so.
-    fn note(&self, e: &h2::Error) {
-        if grpc::ends_connection(e) {
+    /// Notes that connection `generation` is closing if `e` says so, unless another has
+    /// replaced it already (a call still finishing on an old connection says nothing of the
+    /// new one).
+    fn note(&self, e: &h2::Error, generation: u64) {
+        if grpc::ends_connection(e) && self.link.generation.load(Relaxed) == generation {
             self.link.closed.store(true, Relaxed);
         }
     }

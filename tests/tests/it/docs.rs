@@ -16,10 +16,11 @@ fn help_defaults(bin: &str) -> HashMap<String, String> {
     let mut flag = None;
     for line in help.lines() {
         let line = line.trim();
-        if let Some(long) = line
-            .split([' ', ','])
-            .find(|w| w.starts_with("--") && w.len() > 2)
-            && (line.starts_with("--") || line.starts_with('-'))
+        // A flag's own line: `-c, --concurrency <N>` or `--deadline <DEADLINE>`.
+        if line.starts_with('-')
+            && let Some(long) = line
+                .split([' ', ','])
+                .find(|w| w.starts_with("--") && w.len() > 2)
         {
             flag = Some(long.trim_end_matches('=').to_owned());
         }
