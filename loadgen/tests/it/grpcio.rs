@@ -81,9 +81,10 @@ impl Drop for Grpcio {
 }
 
 /// `loadgen run --rpc fetch` against `target` over one connection, `callers` callers for
-/// `duration`, all of it measured (no warm-up); its report, and how long it took.
+/// `duration`, all of it measured (no warm-up); its report, and how long it took. Each test
+/// takes `harness::alone` before it starts its server (a server that stops on a timer must not
+/// run it down while the test waits for another one's load to end).
 fn run(target: &str, callers: &str, duration: &str) -> (Value, Duration) {
-    let _alone = crate::harness::alone();
     let dir = Dir::new();
     let json = dir.path("run.json");
     let started = Instant::now();
@@ -108,6 +109,7 @@ fn run(target: &str, callers: &str, duration: &str) -> (Value, Duration) {
 
 #[test]
 fn streams_grpcio_refuses_at_its_limit_are_sent_again_not_counted_as_errors() {
+    let _alone = crate::harness::alone();
     // 4 streams at once, each call 2 ms: the loadgen's callers queue for streams, and grpcio,
     // counting a finished stream out only once its call is done with, refuses some streams
     // the loadgen sends as others end.
@@ -122,6 +124,7 @@ fn streams_grpcio_refuses_at_its_limit_are_sent_again_not_counted_as_errors() {
 
 #[test]
 fn a_grpcio_server_going_away_fails_the_calls_after_as_unavailable_on_time() {
+    let _alone = crate::harness::alone();
     // Stops 1 s in: GOAWAY, 0.3 s for the calls in flight, then the connection closes.
     let mut server = Grpcio::start(&[
         "--max-streams",
@@ -157,6 +160,7 @@ fn a_grpcio_server_going_away_fails_the_calls_after_as_unavailable_on_time() {
 
 #[test]
 fn a_server_ending_connections_at_its_maximum_age_costs_no_call() {
+    let _alone = crate::harness::alone();
     // grpcio ends each connection (GOAWAY) after about 300 ms, as servers with a maximum
     // connection age do: the loadgen connects again, the old connection finishes its calls,
     // and the calls the GOAWAY left unprocessed are sent on the new one.
@@ -179,6 +183,7 @@ fn a_server_ending_connections_at_its_maximum_age_costs_no_call() {
 
 #[test]
 fn a_server_that_pings_its_clients_and_polices_theirs_is_served_throughout() {
+    let _alone = crate::harness::alone();
     // grpcio pings the loadgen every 50 ms and drops a connection whose ping is not answered
     // within 500 ms; it tolerates one client ping in five minutes. The loadgen answers its
     // pings (h2 does, while the connection's task runs) and sends none of its own.
